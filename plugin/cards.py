@@ -1,0 +1,178 @@
+"""Findings -> at most one CDS Hooks 2.0 card (design.md card policy; clinical-reference.md §3).
+
+The card says why it fired (resource, value, date) and how strong the evidence is. It never
+diagnoses, doses, or tells anyone to stop a drug.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from uuid import uuid4
+
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from plugin.codes import LOINC
+from plugin.knowledge import DIURETICS, Knowledge, default_knowledge
+from plugin.rules import Finding, Review
+
+OVERRIDE_SYSTEM = "https://cramp-cds.org/fhir/CodeSystem/override-reason"
+OVERRIDE_REASONS = (
+    ("already-addressed", "Already known or addressed"),
+    ("not-relevant", "Not relevant for this patient"),
+    ("benefit-outweighs-risk", "Benefit outweighs risk; will monitor"),
+    ("patient-declined", "Patient declined"),
+)
+TOPIC_SYSTEM = "https://cramp-cds.org/fhir/CodeSystem/card-topic"
+SUMMARY_LIMIT = 140  # checklist C1: under 140 characters
+ORDER_HOOKS = ("order-select", "order-sign")
+TRIGGER_POLICIES = ("documented", "any")
+# Labs offered when a diuretic is current and none was measured recently (clinical-reference §2.5, §3).
+MONITORING_ORDERS = (
+    ("2823-3", "Potassium [Moles/volume] in Serum or Plasma"),
+    ("19123-9", "Magnesium [Mass/volume] in Serum or Plasma"),
+    ("17861-6", "Calcium [Mass/volume] in Serum or Plasma"),
+    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
+)
+MAX_LINKS = 5
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+@dataclass(frozen=True)
+class Card:
+    key: str                          # "quinine" or "contributors": what feedback suppression is keyed on
+    body: dict                        # the CDS Hooks card JSON
+    contributors: tuple[str, ...]     # the contributor ids the card lists, in order
+
+
+def md(text: str) -> str:
+    """Escape record-derived text for GitHub-Flavored Markdown (no markup or HTML from the record)."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def _summary(text: str) -> str:
+    return text if len(text) < SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 2].rstrip(" ,;(") + "…"
+
+
+def _labels(findings: list[Finding]) -> str:
+    return ", ".join(dict.fromkeys(f.label.lower() for f in findings))
+
+
+def _line(f: Finding, knowledge: Knowledge) -> str:
+    c = knowledge.contributors[f.contributor]
+    refs = ", ".join(f"`{r}`" for r in f.references[:3]) + (" …" if len(f.references) > 3 else "")
+    sources = ", ".join(f.sources)
+    head = f"- **{md(c.label)}**{' (ordered now)' if f.ordered else ''}: {md(f.reason)} ({refs})."
+    return f"{head} *Evidence: {f.grade} ({sources}).* {c.statement}"
+
+
+def _links(keys: list[str], knowledge: Knowledge) -> list[dict]:
+    links = []
+    for key in dict.fromkeys(keys):
+        src = knowledge.sources.get(key) or {}
+        if src.get("url"):
+            label = src.get("label") or src["citation"].split(". ")[0]
+            links.append({"label": f"{key}: {label}"[:120], "url": src["url"], "type": "absolute"})
+    return links[:MAX_LINKS]
+
+
+def _lab_suggestion(patient: str | None, new_uuid: Callable[[], str]) -> dict:
+    actions = []
+    for code, name in MONITORING_ORDERS:
+        request = ServiceRequest.model_validate({
+            "resourceType": "ServiceRequest", "status": "draft", "intent": "proposal",
+            "code": {"coding": [{"system": LOINC, "code": code, "display": name}], "text": name},
+            "subject": {"reference": patient or "Patient/unknown"},
+            "reasonCode": [{"text": "Diuretic current with no recent electrolyte or renal result (leg-cramp review)"}],
+        })
+        actions.append({"type": "create", "description": f"Propose a {name.split(' [')[0].lower()} test",
+                        "resource": request.model_dump(mode="json", exclude_none=True)})
+    return {"label": "Propose potassium, magnesium, calcium and creatinine tests", "uuid": new_uuid(),
+            "actions": actions}
+
+
+def _quinine_removal(reference: str, new_uuid: Callable[[], str]) -> dict:
+    return {"label": "Remove the quinine draft order", "uuid": new_uuid(), "actions": [{
+        "type": "delete", "description": f"Remove the draft order {reference}", "resourceId": reference}]}
+
+
+def build_card(review: Review, *, hook: str | None, trigger: str = "documented", knowledge: Knowledge | None = None,
+               new_uuid: Callable[[], str] = lambda: str(uuid4()), suggest_labs: bool = True) -> Card | None:
+    """The one card for this review and hook, or None when policy says stay quiet."""
+    if trigger not in TRIGGER_POLICIES:
+        raise ValueError(f"trigger policy must be one of {TRIGGER_POLICIES}")
+    knowledge = knowledge or default_knowledge()
+    if review.deceased:
+        return None
+    findings = review.findings
+    contributors = review.contributors
+    ordering = hook in ORDER_HOOKS
+    speak_about = [f for f in contributors if f.ordered] if ordering else contributors
+    quinine = [f for f in speak_about if f.contributor == "quinine"]
+    others = [f for f in contributors if f.contributor != "quinine"]
+    cramps = review.documented_cramps
+    if not quinine and not (speak_about and (cramps or trigger == "any")):
+        return None
+
+    suggestions = []
+    if quinine:
+        key, indicator = "quinine", "warning"
+        subject = "Quinine ordered" if ordering else "Active quinine"
+        summary = f"{subject}: not FDA-approved for leg cramps; serious haematological reactions are reported"
+        lead = ("**Quinine** is on this order." if ordering else "**Quinine** is active on the record.")
+        listed = quinine + [f for f in others if not (ordering and f.ordered and f.contributor == "quinine")]
+        if ordering:
+            suggestions += [_quinine_removal(r, new_uuid) for f in quinine for r in f.references]
+        topic = ("quinine-warning", "Quinine for leg cramps")
+    else:
+        key, indicator = "contributors", "info"
+        ordered = [f for f in speak_about if f.ordered]
+        prefix = "Leg cramps documented" if cramps else "Leg-cramp review"
+        if ordering:
+            grade = ordered[0].grade if len(ordered) == 1 else "varied"
+            summary = f"{prefix}: ordered {_labels(ordered)} may contribute ({grade} evidence)"
+            lead = "A drug class on this order is associated with leg cramps."
+        else:
+            n = len(contributors)
+            summary = f"{prefix}: {n} possible contributor{'s' if n > 1 else ''} on record ({_labels(contributors)})"
+            lead = "Possible contributors to leg cramps on the record."
+        listed = sorted(dict.fromkeys(ordered + others), key=lambda f: not f.ordered) if ordering else others
+        topic = ("leg-cramp-contributors", "Possible contributors to leg cramps")
+
+    if cramps:
+        cramp = next(f for f in findings if f.contributor == "leg-cramps-documented")
+        lead += f" Leg cramps documented: {md(cramp.reason)}."
+    lines = [lead, "", *(_line(f, knowledge) for f in listed)]
+    on_diuretic = any(f.contributor in DIURETICS for f in listed)
+    if review.monitoring_gap and on_diuretic:
+        lines += ["", "No potassium, magnesium, calcium or creatinine result on record recently while a diuretic "
+                      "is current: consider electrolytes and renal function if clinically indicated. Routine "
+                      "labs are usually unnecessary for typical nocturnal leg cramps (E1)."]
+        if suggest_labs:
+            suggestions.append(_lab_suggestion(review.patient, new_uuid))
+    lines += ["", "Advisory only: the clinician judges whether the timing fits. Distinguish cramps from "
+                  "claudication and restless legs (E1). Nightly calf and hamstring stretching is a low-risk "
+                  "option (one RCT, E21; AAN: insufficient evidence, E3)."]
+
+    cited = [k for f in listed for k in f.sources] + ["E1"]
+    body: dict = {
+        "uuid": new_uuid(),
+        "summary": _summary(summary),
+        "indicator": indicator,
+        "detail": "\n".join(lines),
+        "source": {
+            "label": "Leg-cramp medication review (cramp-cds)",
+            "url": knowledge.source_url("E1") or "https://pubmed.ncbi.nlm.nih.gov/22963024/",
+            "topic": {"system": TOPIC_SYSTEM, "code": topic[0], "display": topic[1]},
+        },
+        "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS],
+        "extension": {"org.cramp-cds.review": {
+            "contributors": [f.contributor for f in listed], "knowledgeVersion": knowledge.version}},
+    }
+    links = _links(cited, knowledge)
+    if links:
+        body["links"] = links
+    if suggestions:
+        body["suggestions"] = suggestions
+        body["selectionBehavior"] = "any"
+    return Card(key=key, body=body, contributors=tuple(f.contributor for f in listed))

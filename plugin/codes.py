@@ -1,0 +1,82 @@
+"""Code systems and code normalisation: the one place that knows URIs and code spellings."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+# Spellings seen in real feeds for the same systems (trailing slash, OID form, http/https).
+_ALIASES = {
+    RXNORM: RXNORM,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    ATC: ATC,
+    "urn:oid:2.16.840.1.113883.6.73": ATC,
+    ICD10CM: ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "http://hl7.org/fhir/sid/icd-10-us": ICD10CM,
+    SNOMED: SNOMED,
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    LOINC: LOINC,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    UCUM: UCUM,
+}
+
+
+def canonical_system(system: object) -> str | None:
+    """The canonical URI for a code-system string, or None for systems we do not read."""
+    if not isinstance(system, str):
+        return None
+    s = system.strip().rstrip("/")
+    if s.startswith("https://"):
+        s = "http://" + s[len("https://"):]
+    return _ALIASES.get(s)
+
+
+def normalise_icd10(code: str) -> str:
+    """ICD-10-CM without the dot, upper case: 'e11.42' and 'E1142' are the same code."""
+    return code.replace(".", "").strip().upper()
+
+
+def normalise_atc(code: str) -> str:
+    return code.replace(" ", "").strip().upper()
+
+
+def codings(concept: object) -> Iterator[tuple[str, str, str | None]]:
+    """(canonical system, code, display) for every coding of a CodeableConcept we can read.
+
+    Every coding is read, not just coding[0]: a record may carry a local code first.
+    """
+    if not isinstance(concept, dict):
+        return
+    for coding in concept.get("coding") or ():
+        if not isinstance(coding, dict):
+            continue
+        system = canonical_system(coding.get("system"))
+        code = coding.get("code")
+        if system and isinstance(code, str) and code.strip():
+            display = coding.get("display")
+            yield system, code.strip(), display if isinstance(display, str) else None
+
+
+def concept_texts(concept: object) -> list[str]:
+    """The human words of a CodeableConcept: its text and every coding display."""
+    if not isinstance(concept, dict):
+        return []
+    texts = []
+    if isinstance(concept.get("text"), str):
+        texts.append(concept["text"])
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+            texts.append(coding["display"])
+    return texts
+
+
+def concept_label(concept: object) -> str | None:
+    """The best short human label of a CodeableConcept."""
+    texts = concept_texts(concept)
+    return texts[0].strip() if texts else None

@@ -1,0 +1,338 @@
+"""FHIR R4 JSON -> facts. Reads resources the way real EHR data arrives, and never fails on one.
+
+Every reader takes a plain dict and returns facts (or nothing); a resource it cannot use is
+reported as a warning, not an exception. References are resolved through `contained`,
+`Type/id` and Bundle `fullUrl`s (including `urn:uuid:`).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from plugin.codes import ATC, ICD10CM, LOINC, RXNORM, SNOMED, UCUM, codings, concept_label, concept_texts
+from plugin.codes import normalise_atc, normalise_icd10
+from plugin.knowledge import ELEMENT_OF, Knowledge, normalise_words
+from plugin.record import ConditionFact, LabFact, MedicationFact
+from plugin.units import convert
+
+MEDICATION_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
+COUNTING_STATUS = {
+    "MedicationRequest": {"active", "on-hold", "draft"},
+    "MedicationStatement": {"active", "intended", "on-hold"},
+    # A dispense counts while recent (the rules check the date); these statuses mean it was or is being handed over.
+    "MedicationDispense": {"completed", "in-progress", "preparation", "on-hold"},
+    "MedicationAdministration": {"in-progress", "on-hold", "completed"},
+}
+ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
+VOID_VERIFICATION = {"refuted", "entered-in-error"}
+USABLE_OBSERVATION = {"final", "amended", "corrected", None}
+LOW_INTERPRETATIONS = {"L", "LL", "LU"}
+_NEGATED = re.compile(r"\b(history of|family history|no|not|without|negative|screening|risk of|ruled out)\b", re.I)
+_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def flatten(items: Iterable[object]) -> Iterator[tuple[object, str | None]]:
+    """(resource, fullUrl) for loose resources and every Bundle entry (nested Bundles included)."""
+    for item in items:
+        if isinstance(item, dict) and item.get("resourceType") == "Bundle":
+            for entry in item.get("entry") or ():
+                if isinstance(entry, dict) and "resource" in entry:
+                    full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
+                    yield from ((r, full_url) for r, _ in flatten([entry["resource"]]))
+                elif entry is not None:
+                    yield entry, None
+        else:
+            yield item, None
+
+
+def local_reference(resource: dict) -> str | None:
+    rtype, rid = resource.get("resourceType"), resource.get("id")
+    if isinstance(rtype, str) and isinstance(rid, str) and rid:
+        return f"{rtype}/{rid}"
+    return None
+
+
+class Resolver:
+    """Finds referenced resources by `Type/id`, absolute URL or `urn:uuid:` fullUrl."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, dict] = {}
+
+    def add(self, resource: dict, full_url: str | None = None) -> None:
+        ref = local_reference(resource)
+        if ref:
+            self._by_key.setdefault(ref, resource)
+        if full_url:
+            self._by_key.setdefault(full_url, resource)
+            norm = normalise_reference(full_url)
+            if norm:
+                self._by_key.setdefault(norm, resource)
+
+    def get(self, reference: str | None) -> dict | None:
+        if not reference:
+            return None
+        return self._by_key.get(reference) or self._by_key.get(normalise_reference(reference) or "")
+
+    def reference_of(self, reference: str | None) -> str | None:
+        """A reference as `Type/id`, resolving `urn:uuid:` through the Bundle's fullUrls."""
+        if not isinstance(reference, str):
+            return None
+        target = self._by_key.get(reference)
+        if target is not None:
+            return local_reference(target) or normalise_reference(reference)
+        return normalise_reference(reference)
+
+
+def normalise_reference(reference: str) -> str | None:
+    """`Patient/1`, `https://x/fhir/Patient/1/_history/2` -> `Patient/1`; others (urn:uuid, #id) -> None."""
+    m = _REF.search(reference)
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def subject_of(resource: dict, resolver: Resolver) -> str | None:
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            return resolver.reference_of(ref["reference"])
+    return None
+
+
+# --- medications -------------------------------------------------------------------------------
+
+def _medication_concepts(resource: dict, resolver: Resolver) -> tuple[list[dict], str | None, str | None]:
+    """The concepts that name the drug, a display fallback, and a warning if a reference dangles."""
+    concept = resource.get("medicationCodeableConcept")
+    if isinstance(concept, dict):
+        return [concept], None, None
+    ref = resource.get("medicationReference")
+    if not isinstance(ref, dict):
+        return [], None, None
+    target_ref = ref.get("reference")
+    display = ref.get("display") if isinstance(ref.get("display"), str) else None
+    medication = None
+    if isinstance(target_ref, str) and target_ref.startswith("#"):
+        for contained in resource.get("contained") or ():
+            if isinstance(contained, dict) and contained.get("id") == target_ref[1:]:
+                medication = contained
+    elif isinstance(target_ref, str):
+        medication = resolver.get(target_ref)
+    if not isinstance(medication, dict) or medication.get("resourceType") != "Medication":
+        warning = f"medication reference {target_ref!r} could not be resolved" if target_ref else None
+        return [], display, warning
+    concepts = [medication["code"]] if isinstance(medication.get("code"), dict) else []
+    for ingredient in medication.get("ingredient") or ():
+        if isinstance(ingredient, dict) and isinstance(ingredient.get("itemCodeableConcept"), dict):
+            concepts.append(ingredient["itemCodeableConcept"])
+    return concepts, display, None
+
+
+def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Knowledge) -> tuple[tuple[str, ...], str]:
+    """Contributor ids for a drug from RxNorm, ATC and names; the first path that matched, for people."""
+    found: list[str] = []
+    how = ""
+    for concept in concepts:
+        for system, code, _ in codings(concept):
+            ids: tuple[str, ...] = ()
+            if system == RXNORM:
+                ids = knowledge.rxnorm.get(code, ())
+                label = f"RxNorm {code}"
+            elif system == ATC:
+                atc = normalise_atc(code)
+                label = f"ATC {atc}"
+                for n in knowledge.atc_lengths:
+                    ids = ids + knowledge.atc.get(atc[:n], ()) if len(atc) >= n else ids
+            for cid in ids:
+                if cid not in found:
+                    found.append(cid)
+                    how = how or label
+    texts = [t for c in concepts for t in concept_texts(c)] + [t for t in extra_texts if t]
+    if knowledge.drug_names is not None:
+        for text in texts:
+            for m in knowledge.drug_names.finditer(text):
+                for cid in knowledge.drug_name_ids.get(normalise_words(m.group(0)), ()):
+                    if cid not in found:
+                        found.append(cid)
+                        how = how or f"name '{m.group(0).lower()}'"
+    return tuple(found), how
+
+
+def _medication_start(resource: dict) -> str | None:
+    rtype = resource.get("resourceType")
+    if rtype == "MedicationRequest":
+        if isinstance(resource.get("authoredOn"), str):
+            return resource["authoredOn"]
+        period = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
+        return period.get("start") if isinstance(period.get("start"), str) else None
+    if rtype == "MedicationDispense":
+        for key in ("whenHandedOver", "whenPrepared"):
+            if isinstance(resource.get(key), str):
+                return resource[key]
+        return None
+    for key in ("effectiveDateTime", "dateAsserted"):
+        if isinstance(resource.get(key), str):
+            return resource[key]
+    period = resource.get("effectivePeriod")
+    if isinstance(period, dict) and isinstance(period.get("start"), str):
+        return period["start"]
+    return None
+
+
+def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *, ordered: bool = False,
+                    warnings: list[str] | None = None) -> MedicationFact | None:
+    rtype = resource.get("resourceType")
+    concepts, display, problem = _medication_concepts(resource, resolver)
+    ref = local_reference(resource) or f"{rtype}/(no id)"
+    if problem and warnings is not None:
+        warnings.append(f"{ref}: {problem}")
+    contributors, how = match_drug(concepts, [display] if display else [], knowledge)
+    if not contributors:
+        return None
+    status = resource.get("status") if isinstance(resource.get("status"), str) else None
+    counts = status in COUNTING_STATUS.get(rtype, ()) and resource.get("doNotPerform") is not True
+    start = _medication_start(resource)
+    description = next((label for c in concepts if (label := concept_label(c))), None) or display or "medication"
+    return MedicationFact(
+        reference=ref, contributors=contributors, description=description, matched_by=how, status=status,
+        counts=counts or ordered, start=start,
+        dispensed=start if rtype == "MedicationDispense" else None, ordered=ordered,
+    )
+
+
+# --- conditions --------------------------------------------------------------------------------
+
+def _status_code(concept: object) -> str | None:
+    for coding in (concept or {}).get("coding") or () if isinstance(concept, dict) else ():
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            return coding["code"]
+    if isinstance(concept, dict) and isinstance(concept.get("text"), str):
+        return concept["text"].strip().lower()
+    return None
+
+
+def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, ...], str]:
+    found: list[str] = []
+    how = ""
+    for system, code, _ in codings(concept):
+        ids: tuple[str, ...] = ()
+        if system == ICD10CM:
+            icd = normalise_icd10(code)
+            label = f"ICD-10-CM {code}"
+            for n in knowledge.icd_prefix_lengths:
+                if len(icd) >= n:
+                    ids += knowledge.icd_prefix.get(icd[:n], ())
+            for lo, hi, range_ids in knowledge.icd_ranges:
+                if lo <= icd[: len(lo)] <= hi:
+                    ids += range_ids
+        elif system == SNOMED:
+            ids = knowledge.snomed.get(code, ())
+            label = f"SNOMED CT {code}"
+        for cid in ids:
+            if cid not in found:
+                found.append(cid)
+                how = how or label
+    if not found and knowledge.condition_words is not None:
+        for text in concept_texts(concept):
+            if _NEGATED.search(text):
+                continue
+            for m in knowledge.condition_words.finditer(text):
+                for cid in knowledge.condition_word_ids.get(normalise_words(m.group(0)), ()):
+                    if cid not in found:
+                        found.append(cid)
+                        how = how or f"text '{m.group(0).lower()}'"
+    return tuple(found), how
+
+
+def condition_fact(resource: dict, knowledge: Knowledge) -> ConditionFact | None:
+    contributors, how = match_condition(resource.get("code"), knowledge)
+    if not contributors:
+        return None
+    clinical = _status_code(resource.get("clinicalStatus"))
+    verification = _status_code(resource.get("verificationStatus"))
+    abated = any(k.startswith("abatement") for k in resource)
+    counts = (clinical in ACTIVE_CLINICAL or (clinical is None and not abated)) and verification not in VOID_VERIFICATION
+    date = None
+    for key in ("onsetDateTime", "recordedDate"):
+        if isinstance(resource.get(key), str):
+            date = resource[key]
+            break
+    else:
+        onset = resource.get("onsetPeriod")
+        if isinstance(onset, dict) and isinstance(onset.get("start"), str):
+            date = onset["start"]
+    return ConditionFact(
+        reference=local_reference(resource) or "Condition/(no id)", contributors=contributors,
+        description=concept_label(resource.get("code")) or "condition", matched_by=how, counts=counts, date=date,
+    )
+
+
+# --- labs --------------------------------------------------------------------------------------
+
+def _quantity(q: object) -> tuple[float | None, str | None]:
+    if not isinstance(q, dict):
+        return None, None
+    value = q.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, None
+    unit = q.get("code") if q.get("system") == UCUM and isinstance(q.get("code"), str) else q.get("unit")
+    if not isinstance(unit, str):
+        unit = q.get("code") if isinstance(q.get("code"), str) else None
+    return float(value), unit
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, flagged_elsewhere: bool,
+              knowledge: Knowledge) -> LabFact | None:
+    lab = knowledge.labs.get(loinc)
+    if lab is None:
+        if loinc in knowledge.monitoring_labs:
+            return LabFact(ref, loinc, None, "total", None, None, "", None, None, False, date)
+        return None
+    contributor = knowledge.contributors[lab.contributor]
+    element = ELEMENT_OF[lab.contributor]
+    target = contributor.lab_unit or lab.unit
+    raw, unit = _quantity(holder.get("valueQuantity"))
+    value = convert(raw, unit or lab.unit, target, element) if raw is not None else None
+    shown = f"{_fmt(raw)} {unit or lab.unit}" if raw is not None else ""
+    range_low = range_shown = None
+    for rng in holder.get("referenceRange") or ():
+        if not isinstance(rng, dict):
+            continue
+        low, low_unit = _quantity(rng.get("low"))
+        high, high_unit = _quantity(rng.get("high"))
+        if low is not None:
+            range_low = convert(low, low_unit or unit or lab.unit, target, element)
+            hi = f"-{_fmt(high)}" if high is not None else " or more"
+            range_shown = f"{_fmt(low)}{hi} {low_unit or high_unit or unit or ''}".strip()
+            break
+    flagged = flagged_elsewhere
+    for concept in holder.get("interpretation") or ():
+        flagged = flagged or _status_code(concept) in LOW_INTERPRETATIONS
+    return LabFact(ref, loinc, lab.contributor, lab.analyte, value, target, shown, range_low, range_shown,
+                   flagged, date)
+
+
+def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
+    status = resource.get("status") if isinstance(resource.get("status"), str) else None
+    if status not in USABLE_OBSERVATION:
+        return []
+    ref = local_reference(resource) or "Observation/(no id)"
+    date = None
+    for key in ("effectiveDateTime", "effectiveInstant", "issued"):
+        if isinstance(resource.get(key), str):
+            date = resource[key]
+            break
+    else:
+        period = resource.get("effectivePeriod")
+        if isinstance(period, dict) and isinstance(period.get("start"), str):
+            date = period["start"]
+    facts = []
+    holders = [resource, *[c for c in resource.get("component") or () if isinstance(c, dict)]]
+    for holder in holders:
+        for system, code, _ in codings(holder.get("code")):
+            if system == LOINC and (fact := _lab_fact(ref, code, holder, date, False, knowledge)):
+                facts.append(fact)
+                break
+    return facts

@@ -1,0 +1,35 @@
+"""Strict FHIR R4 validation with fhir.resources (R4B models), used to report, never to reject."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+
+@lru_cache(maxsize=64)
+def _model(resource_type: str):
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError):
+        return None
+
+
+def validation_problem(resource: dict) -> str | None:
+    """None if `resource` is valid FHIR R4, else a short description of the first problems."""
+    model = _model(str(resource.get("resourceType")))
+    if model is None:
+        return f"unknown resourceType {resource.get('resourceType')!r}"
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        errors = exc.errors()
+        parts = []
+        for err in errors[:3]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__") or "resource"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
+        return "; ".join(parts) + more
+    except Exception as exc:  # noqa: BLE001 - a model bug must not stop the review
+        return f"could not be validated ({type(exc).__name__})"
+    return None
