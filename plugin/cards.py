@@ -35,7 +35,7 @@ MONITORING_ORDERS = (
     ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
 )
 MAX_LINKS = 5
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Helpers and fixtures for the service tests (tests/test_service_*.py)."""

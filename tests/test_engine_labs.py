@@ -1,0 +1,97 @@
+"""Electrolyte labs: LOINC, UCUM conversion, the result's own range, most recent result, duplicates.
+Evidence: clinical-reference §1.3 (low Ca/Mg/K: strong if deficient, E3/E1) and §2.5 (codes, units)."""
+from __future__ import annotations
+
+import pytest
+
+from plugin import ReviewOptions, review
+from plugin.units import convert
+from tests.builders import NOW, lab, patient
+
+
+def low(*resources, **kw):
+    rv = review([patient(), *resources], now=NOW, **kw)
+    return {f.contributor: f for f in rv.findings if f.category == "electrolyte"}
+
+
+def test_low_potassium_uses_own_reference_range():
+    found = low(lab("k1", "2823-3", 3.1, "mmol/L", low=3.5, high=5.1))
+    f = found["low-potassium"]
+    assert "3.1 mmol/L" in f.reason and "3.5-5.1" in f.reason and f.date == "2026-10-01"
+    assert "E1" in f.sources and f.references == ("Observation/k1",)
+
+
+def test_own_range_wins_over_default():
+    # 3.4 is below the default 3.5 but within this lab's range 3.3-5.0 (ARUP): no finding.
+    assert low(lab("k1", "2823-3", 3.4, "mmol/L", low=3.3, high=5.0)) == {}
+    assert "low-potassium" in low(lab("k2", "2823-3", 3.4, "mmol/L"))  # no range: the default decides
+
+
+def test_magnesium_in_mmol_per_litre():
+    f = low(lab("mg1", "2601-3", 0.55, "mmol/L", low=0.70, high=1.10))["low-magnesium"]
+    assert "0.55 mmol/L" in f.reason
+    # Without a range, 0.55 mmol/L is 1.34 mg/dL, below the 1.5 mg/dL default.
+    assert "low-magnesium" in low(lab("mg2", "2601-3", 0.55, "mmol/L"))
+    assert low(lab("mg3", "19123-9", 2.0, "mg/dL")) == {}
+
+
+def test_magnesium_in_meq_per_litre():
+    assert "low-magnesium" in low(lab("mg1", "19123-9", 1.0, "meq/L"))  # 0.5 mmol/L
+
+
+def test_total_and_ionized_calcium_have_their_own_limits():
+    assert "low-calcium" in low(lab("ca1", "17861-6", 7.9, "mg/dL"))
+    assert "low-calcium" in low(lab("ca2", "2000-8", 1.9, "mmol/L"))       # 7.6 mg/dL
+    assert "low-calcium" in low(lab("ca3", "1994-3", 1.02, "mmol/L"))      # ionized 4.1 mg/dL
+    assert low(lab("ca4", "1994-3", 1.20, "mmol/L")) == {}                 # normal ionized (4.8 mg/dL)
+    assert low(lab("ca5", "17861-6", 9.2, "mg/dL")) == {}
+
+
+def test_most_recent_result_decides():
+    old = lab("k1", "2823-3", 3.0, "mmol/L", when="2026-03-01T08:00:00Z")
+    new = lab("k2", "2823-3", 4.2, "mmol/L", when="2026-09-01T08:00:00Z")
+    assert low(old, new) == {}
+    assert "low-potassium" in low(lab("k3", "2823-3", 4.2, "mmol/L", when="2026-03-01T08:00:00Z"),
+                                  lab("k4", "2823-3", 3.0, "mmol/L", when="2026-09-01T08:00:00Z"))
+
+
+def test_lookback_is_configurable():
+    old_low = lab("k1", "2823-3", 3.0, "mmol/L", when="2024-01-01T08:00:00Z")
+    assert low(old_low) == {}
+    assert "low-potassium" in low(old_low, options=ReviewOptions(lab_lookback_days=3650))
+
+
+def test_future_dated_and_unusable_results_ignored():
+    assert low(lab("k1", "2823-3", 3.0, "mmol/L", when="2027-01-01T00:00:00Z")) == {}
+    assert low(lab("k2", "2823-3", 3.0, "mmol/L", status="entered-in-error")) == {}
+    assert low(lab("k3", "2823-3", 3.0, "mmol/L", status="preliminary")) == {}
+
+
+def test_interpretation_low_counts_without_a_number():
+    obs = lab("k1", "2823-3", 3.6, "mmol/L")
+    obs["interpretation"] = [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                                          "code": "L"}]}]
+    assert "flagged low" in low(obs)["low-potassium"].reason
+
+
+def test_duplicates_are_collapsed():
+    a = lab("k1", "2823-3", 3.0, "mmol/L")
+    b = lab("k2", "2823-3", 3.0, "mmol/L")
+    f = low(a, b)["low-potassium"]
+    assert f.references == ("Observation/k1",)
+
+
+def test_unknown_unit_is_not_guessed():
+    assert low(lab("k1", "19123-9", 1.0, "furlongs")) == {}
+
+
+@pytest.mark.parametrize(("value", "unit", "target", "element", "expected"), [
+    (1.0, "mmol/L", "mg/dL", "magnesium", 2.4305),
+    (2.43, "mg/dL", "mmol/L", "magnesium", 0.99977),
+    (2.0, "mmol/L", "meq/L", "magnesium", 4.0),
+    (1.25, "mmol/L", "mg/dL", "calcium", 5.0098),
+    (4.0, "meq/L", "mmol/L", "potassium", 4.0),
+    (1.0, "mg/dL", "umol/L", "creatinine", 88.4016),
+])
+def test_unit_conversions(value, unit, target, element, expected):
+    assert convert(value, unit, target, element) == pytest.approx(expected, rel=1e-3)

@@ -1,0 +1,104 @@
+"""The review entry point: draft orders, deceased patients, monitoring gap, warnings, determinism."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from plugin import review
+from tests.builders import NOW, bundle, condition, cramps, icd, lab, med_request, patient, rx
+
+
+def draft(mid: str, med: dict) -> dict:
+    return med_request(mid, med, status="draft")
+
+
+def test_order_select_reviews_only_the_selections():
+    context = {"patientId": "p1", "selections": ["MedicationRequest/q1"],
+               "draftOrders": {"resourceType": "Bundle", "entry": [  # no Bundle.type, as the sandbox sends
+                   {"resource": draft("q1", rx("9071", "quinine"))},
+                   {"resource": draft("h1", rx("310798", "hydrochlorothiazide 25 MG Oral Tablet"))}]}}
+    rv = review([patient()], now=NOW, hook="order-select", context=context)
+    ordered = [f for f in rv.findings if f.ordered]
+    assert [f.contributor for f in ordered] == ["quinine"]
+    assert ordered[0].references == ("MedicationRequest/q1",)
+
+
+def test_order_sign_reviews_every_draft_and_tolerates_a_draft_without_medication():
+    context = {"patientId": "p1", "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": draft("h1", rx("310798"))},
+        {"resource": {"resourceType": "MedicationRequest", "id": "blank", "status": "draft",
+                      "subject": {"reference": "Patient/p1"}}},
+        {"resource": {"resourceType": "ServiceRequest", "id": "sr", "status": "draft", "intent": "order"}}]}}
+    rv = review([patient()], now=NOW, hook="order-sign", context=context)
+    assert [(f.contributor, f.ordered) for f in rv.findings] == [("thiazide-diuretic", True)]
+
+
+def test_draft_also_in_prefetch_is_counted_once_as_ordered():
+    d = draft("h1", rx("310798"))
+    context = {"patientId": "p1", "draftOrders": bundle(d)}
+    rv = review([patient(), bundle(d, btype="searchset")], now=NOW, hook="order-sign", context=context)
+    assert [(f.contributor, f.ordered) for f in rv.findings] == [("thiazide-diuretic", True)]
+
+
+def test_missing_selection_is_reported():
+    context = {"patientId": "p1", "selections": ["MedicationRequest/zz"], "draftOrders": bundle()}
+    rv = review([patient()], now=NOW, hook="order-select", context=context)
+    assert any("MedicationRequest/zz" in w for w in rv.warnings)
+
+
+def test_deceased_patient_is_not_reviewed():
+    rv = review([patient(deceasedDateTime="2025-02-01"), med_request("m1", rx("313988")), cramps()], now=NOW)
+    assert rv.deceased and rv.findings == []
+    assert any("deceased" in w for w in rv.warnings)
+
+
+def test_recent_start_is_flagged_for_classes_studied_by_e2():
+    recent = review([patient(), med_request("m1", rx("310798"), authored="2026-06-01")], now=NOW).findings[0]
+    old = review([patient(), med_request("m1", rx("310798"), authored="2023-06-01")], now=NOW).findings[0]
+    assert recent.recent_start and "started within 12 months" in recent.reason
+    assert not old.recent_start and "since 2023-06-01" in old.reason
+
+
+def test_monitoring_gap_for_diuretic_without_recent_labs():
+    assert review([patient(), med_request("m1", rx("313988"))], now=NOW).monitoring_gap
+    with_lab = review([patient(), med_request("m1", rx("313988")), lab("c", "2160-0", 1.0, "mg/dL")], now=NOW)
+    assert not with_lab.monitoring_gap
+    assert not review([patient(), med_request("m1", rx("617312"))], now=NOW).monitoring_gap  # a statin
+
+
+def test_findings_are_ordered_and_deduplicated_per_contributor():
+    rv = review([patient(), condition("c1", icd("E11.9")), med_request("m1", rx("617312")),
+                 med_request("m2", rx("259255", "Atorvastatin 80 MG Oral Tablet")), cramps(),
+                 lab("k", "2823-3", 3.0, "mmol/L"), med_request("q", rx("9071"))], now=NOW)
+    assert [f.contributor for f in rv.findings] == [
+        "quinine", "leg-cramps-documented", "low-potassium", "statin", "diabetes"]
+    statin = rv.findings[3]
+    assert statin.references == ("MedicationRequest/m1", "MedicationRequest/m2")
+
+
+def test_garbage_input_gives_warnings_not_exceptions():
+    junk = [None, 1, "x", [], {"no": "type"}, {"resourceType": "Bundle", "entry": [None, 5, {"resource": "x"}]},
+            {"resourceType": "MedicationRequest", "medicationCodeableConcept": {"coding": "nope"}},
+            {"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+             "valueQuantity": {"value": "three"}, "effectiveDateTime": "not a date"},
+            {"resourceType": "Condition", "code": {"coding": [None, {"code": 5}]}, "clinicalStatus": "active"}]
+    rv = review(junk, now=NOW)
+    assert rv.findings == []
+    assert any("not FHIR resources" in w for w in rv.warnings)
+
+
+def test_invalid_fhir_is_read_anyway_and_reported():
+    bad = med_request("m1", rx("313988"), status="bogus-status")
+    bad["status"] = "active"
+    bad["intent"] = 42  # wrong type
+    rv = review([patient(), bad], now=NOW)
+    assert [f.contributor for f in rv.findings] == ["loop-diuretic"]
+    assert any("MedicationRequest/m1 is not valid FHIR R4" in w for w in rv.warnings)
+
+
+def test_now_must_be_timezone_aware_and_review_is_deterministic():
+    with pytest.raises(ValueError):
+        review([], now=datetime(2026, 1, 1))
+    data = [patient(), med_request("m1", rx("313988")), cramps(), lab("k", "2823-3", 3.0, "mmol/L")]
+    assert review(data, now=NOW).to_dict() == review(list(reversed(data)), now=NOW).to_dict()
