@@ -168,13 +168,13 @@ def _medication_start(resource: dict) -> str | None:
             if isinstance(resource.get(key), str):
                 return resource[key]
         return None
-    for key in ("effectiveDateTime", "dateAsserted"):
-        if isinstance(resource.get(key), str):
-            return resource[key]
+    if isinstance(resource.get("effectiveDateTime"), str):
+        return resource["effectiveDateTime"]
     period = resource.get("effectivePeriod")
     if isinstance(period, dict) and isinstance(period.get("start"), str):
         return period["start"]
-    return None
+    # When it was asserted is not when it started; only a last resort.
+    return resource["dateAsserted"] if isinstance(resource.get("dateAsserted"), str) else None
 
 
 def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *, ordered: bool = False,
