@@ -27,7 +27,7 @@ ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
 VOID_VERIFICATION = {"refuted", "entered-in-error"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", None}
 LOW_INTERPRETATIONS = {"L", "LL", "LU"}
-_NEGATED = re.compile(r"\b(history of|family history|no|not|without|negative|screening|risk of|ruled out)\b", re.I)
+_NEGATED = re.compile(r"\b(history of|family history|no|non|not|without|negative|screening|risk of|ruled out)\b", re.I)
 _REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -156,6 +156,15 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
     return tuple(found), how
 
 
+def _known_name(concepts: list[dict], knowledge: Knowledge) -> str | None:
+    """A code-only drug described by the knowledge base's name for its RxNorm code."""
+    for concept in concepts:
+        for system, code, _ in codings(concept):
+            if system == RXNORM and code in knowledge.rxnorm_names:
+                return f"{knowledge.rxnorm_names[code]} (RxNorm {code})"
+    return None
+
+
 def _medication_start(resource: dict) -> str | None:
     rtype = resource.get("resourceType")
     if rtype == "MedicationRequest":
@@ -190,7 +199,8 @@ def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *,
     status = resource.get("status") if isinstance(resource.get("status"), str) else None
     counts = status in COUNTING_STATUS.get(rtype, ()) and resource.get("doNotPerform") is not True
     start = _medication_start(resource)
-    description = next((label for c in concepts if (label := concept_label(c))), None) or display or "medication"
+    description = (next((label for c in concepts if (label := concept_label(c))), None) or display
+                   or _known_name(concepts, knowledge) or "medication (no name on record)")
     return MedicationFact(
         reference=ref, contributors=contributors, description=description, matched_by=how, status=status,
         counts=counts or ordered, start=start,

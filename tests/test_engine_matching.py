@@ -106,6 +106,13 @@ def test_medication_via_urn_uuid_full_url():
     assert rv.patient == "Patient/p1"
 
 
+def test_code_only_medication_is_described_by_its_knowledge_name():
+    med = {"resourceType": "Medication", "id": "mx", "ingredient": [{"itemCodeableConcept": {
+        "coding": [{"system": RXNORM, "code": "7258"}]}}]}
+    req = med_request("m1", None, medicationReference={"reference": "Medication/mx"})
+    assert findings(med, req)["naproxen"].reason.startswith("naproxen (RxNorm 7258), active since")
+
+
 def test_dangling_medication_reference_is_a_warning_not_a_crash():
     rv = review([patient(), med_request("m1", None, medicationReference={"reference": "Medication/nope"})], now=NOW)
     assert rv.findings == []
@@ -184,6 +191,7 @@ def test_condition_contributor_matched(contributor, evidence, code):
     concept(text="Prediabetes"),
     concept(text="History of leg cramps"),
     concept(text="Family history of diabetes mellitus"),
+    concept(text="Non-diabetic hyperglycaemia"),
     concept("http://snomed.info/sct", "E11.9"),   # ICD code under the SNOMED system: no match
 ])
 def test_conditions_not_matched(code):

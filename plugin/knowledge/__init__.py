@@ -62,6 +62,7 @@ class Knowledge:
     sources: dict[str, dict]
     contributors: dict[str, Contributor]  # in file order: most important first within a category
     rxnorm: dict[str, tuple[str, ...]]
+    rxnorm_names: dict[str, str]     # code -> name, to describe a drug whose record carries no display
     atc: dict[str, tuple[str, ...]]  # code or class prefix
     atc_lengths: tuple[int, ...]
     icd_prefix: dict[str, tuple[str, ...]]
@@ -253,6 +254,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         sources=sources,
         contributors=contributors,
         rxnorm=freeze(rxnorm),
+        rxnorm_names={str(code): str(name) for e in entries for code, name in e["match"].get("rxnorm", {}).items()},
         atc=freeze(atc),
         atc_lengths=tuple(sorted({len(k) for k in atc}, reverse=True)),
         icd_prefix=freeze(icd_prefix),
