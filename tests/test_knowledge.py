@@ -72,3 +72,15 @@ def test_unparseable_knowledge_file(tmp_path):
         load_knowledge(write(tmp_path, "{nope"))
     with pytest.raises(KnowledgeError, match="cannot read"):
         load_knowledge(tmp_path / "absent.json")
+
+
+def test_readme_table_matches_the_knowledge():
+    """The README's contributor table is what users read; it must not drift from the data."""
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for c in load_knowledge().contributors.values():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{c.id}` |")), None)
+        assert row is not None, c.id
+        if c.category != "trigger":
+            assert f"| {c.grade}" in row and ", ".join(c.evidence) in row, row
