@@ -98,6 +98,33 @@ def searchset(*resources: dict, next_url: str | None = None, base: str = FHIR) -
     return b
 
 
+def prefetch_from(resources: list[dict], patient_id: str, base: str = FHIR) -> dict:
+    """What a FHIR server holding ``resources`` answers to each of our prefetch templates (status filters,
+    the lab codes and the lab lookback applied), as a prefetch object."""
+    import plugin
+
+    by_type: dict[str, list[dict]] = {}
+    for r in resources:
+        by_type.setdefault(r["resourceType"], []).append(r)
+    lab_loincs = set(plugin.load_knowledge().lab_loincs)
+    since = days_ago(365)
+
+    def recent_lab(o: dict) -> bool:
+        codes = {c.get("code") for c in o.get("code", {}).get("coding", []) if c.get("system") == LOINC}
+        return bool(codes & lab_loincs) and str(o.get("effectiveDateTime", ""))[:10] >= since
+
+    [pat] = [p for p in by_type["Patient"] if p["id"] == patient_id]
+    return {
+        "patient": pat,
+        "medications": searchset(*[m for m in by_type.get("MedicationRequest", [])
+                                   if m.get("status") in ("active", "on-hold", "draft")], base=base),
+        "statements": searchset(*[m for m in by_type.get("MedicationStatement", [])
+                                  if m.get("status") in ("active", "intended", "on-hold")], base=base),
+        "conditions": searchset(*by_type.get("Condition", []), base=base),
+        "observations": searchset(*[o for o in by_type.get("Observation", []) if recent_lab(o)], base=base),
+    }
+
+
 def outcome(text: str = "upstream failure") -> dict:
     return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception",
                                                             "diagnostics": text}]}

@@ -1,0 +1,77 @@
+"""The ``cramp-cds`` command: subcommands dispatched from one table (:data:`COMMANDS`).
+
+To add a subcommand, add ``name: Command(help, configure, run)`` to :data:`COMMANDS`: ``configure`` adds its
+arguments to an ``argparse`` sub-parser, ``run`` gets the parsed namespace and returns the exit code.
+
+Exit codes: 0 ok, 2 usage or configuration error (a bad environment variable is named), 1 other failure.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cds_hooks.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="interface to listen on (default: CRAMP_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default: CRAMP_PORT or 8080)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run the service on Werkzeug's threaded server: for local use (`make run`). Production: gunicorn."""
+    settings = Settings.from_env()
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if changes:
+        settings = dataclasses.replace(settings, **changes)
+    from cds_hooks.app import create_app
+
+    app = create_app(settings)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access log already has one line per request
+    logging.getLogger("cramp_cds.cli").info(
+        "serving on http://%s:%d/cds-services (production: gunicorn -w 2 -b 127.0.0.1:8080 "
+        "'cds_hooks.app:create_app()')", settings.host, settings.port)
+    app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False, debug=False)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("run the CDS Hooks service", _serve_args, _serve),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cramp-cds", description="CDS Hooks service and review tools for nocturnal leg cramps.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, command in COMMANDS.items():
+        command.configure(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command].run(args)
+    except SettingsError as exc:
+        print(f"cramp-cds: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""A small FHIR REST client for the prefetch fallback (checklist I2, P6, P7).
+
+One :class:`FhirClient` per hook call: it presents the call's bearer token (I1: held in memory for this call
+only, never logged), uses connect/read timeouts, follows ``next`` links up to a page limit, and shares one
+total time budget (a monotonic deadline) across every request of the call. Every failure becomes
+:class:`FetchFailure` with a reason safe to show the client and to log: no token, no URL, no patient id.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+
+
+class FetchFailure(Exception):
+    """Data could not be had from the FHIR server; ``reason`` is safe to show and log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Budget:
+    """A deadline shared by every FHIR request of one hook call."""
+
+    def __init__(self, seconds: float, clock=time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.deadline = clock() + seconds
+
+    def remaining(self) -> float:
+        return self.deadline - self._clock()
+
+    def check(self) -> float:
+        left = self.remaining()
+        if left <= 0:
+            raise FetchFailure(f"the FHIR time budget of {self.seconds:g} s was exhausted")
+        return left
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    connect_timeout: float
+    read_timeout: float
+    max_pages: int
+
+
+class FhirClient:
+    def __init__(self, base_url: str, access_token: str | None, options: ClientOptions, budget: Budget) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self._token = access_token
+        self.options = options
+        self.budget = budget
+        origin = urlsplit(self.base_url)
+        self._origin = (origin.scheme, origin.netloc.lower())
+        self._base_path = origin.path
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FhirClient(base_url={self.base_url!r})"
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["Accept"] = "application/fhir+json, application/json;q=0.9"
+        if self._token:
+            session.headers["Authorization"] = f"Bearer {self._token}"
+        session.trust_env = False  # no proxy/netrc surprises carrying the token elsewhere
+        return session
+
+    def is_own_url(self, url: str) -> bool:
+        """True when ``url`` is under this FHIR server's base: the token is never sent anywhere else."""
+        parts = urlsplit(url)
+        return (parts.scheme, parts.netloc.lower()) == self._origin and parts.path.startswith(self._base_path)
+
+    def fetch(self, relative: str) -> list[dict]:
+        """GET ``relative`` (a read or search) and every ``next`` page; return the pages (resources/Bundles)."""
+        with self._session() as session:
+            first = self._get(session, urljoin(self.base_url, relative))
+            return [first, *self._follow(session, first, pages_so_far=1)]
+
+    def complete(self, first_page: dict) -> list[dict]:
+        """The pages after an already-held Bundle page (a paginated prefetch), by its ``next`` links."""
+        with self._session() as session:
+            return self._follow(session, first_page, pages_so_far=1)
+
+    def _follow(self, session: requests.Session, page: dict, *, pages_so_far: int) -> list[dict]:
+        pages: list[dict] = []
+        seen: set[str] = set()
+        while (url := next_link(page)) is not None:
+            absolute = urljoin(self.base_url, url)
+            if not self.is_own_url(absolute):
+                raise FetchFailure("a next link points outside fhirServer; it was not followed")
+            if absolute in seen:
+                raise FetchFailure("the FHIR server's next links loop")
+            seen.add(absolute)
+            if pages_so_far >= self.options.max_pages:
+                raise FetchFailure(f"more than {self.options.max_pages} pages (the page limit)")
+            page = self._get(session, absolute)
+            if page.get("resourceType") != "Bundle":
+                raise FetchFailure("a next page is not a Bundle")
+            pages.append(page)
+            pages_so_far += 1
+        return pages
+
+    def _get(self, session: requests.Session, url: str) -> dict:
+        left = self.budget.check()
+        timeout = (min(self.options.connect_timeout, left), min(self.options.read_timeout, left))
+        try:
+            response = session.get(url, timeout=timeout, allow_redirects=False)
+        except requests.Timeout:
+            raise FetchFailure("the FHIR server timed out") from None
+        except requests.ConnectionError:
+            raise FetchFailure("the FHIR server could not be reached") from None
+        except requests.RequestException as exc:
+            raise FetchFailure(f"the FHIR request failed ({type(exc).__name__})") from None
+        try:
+            self.budget.check()
+            status = response.status_code
+            if status in (401, 403):
+                raise FetchFailure(f"the FHIR server refused the access token (HTTP {status})")
+            if status == 404:
+                raise FetchFailure("the FHIR server answered 404 Not Found")
+            if status != 200:
+                raise FetchFailure(f"the FHIR server answered HTTP {status}")
+            try:
+                data = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise FetchFailure("the FHIR server returned invalid JSON") from None
+        finally:
+            response.close()
+        if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+            raise FetchFailure("the FHIR server returned something that is not a FHIR resource")
+        if data["resourceType"] == "OperationOutcome":
+            raise FetchFailure("the FHIR server returned an OperationOutcome instead of data")
+        return data
+
+
+def next_link(page: dict) -> str | None:
+    if page.get("resourceType") != "Bundle":
+        return None
+    for link in page.get("link") or ():
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            return link["url"] or None
+    return None

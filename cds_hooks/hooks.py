@@ -1,0 +1,73 @@
+"""One hook call, start to finish: validate → resolve prefetch → review → card → suppression → record.
+
+Kept free of Flask so the pipeline reads top to bottom; the view only parses JSON and returns the result.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import plugin
+from cds_hooks.conformance import card_problems
+from cds_hooks.errors import InternalError
+from cds_hooks.prefetch import PrefetchPolicy, resolve_prefetch, resources_of
+from cds_hooks.services import Service
+from cds_hooks.settings import Settings
+from cds_hooks.store import FeedbackStore, patient_key
+from cds_hooks.validation import parse_hook_request
+
+log = logging.getLogger("cramp_cds.hooks")
+
+
+@dataclass(frozen=True)
+class HookRuntime:
+    settings: Settings
+    store: FeedbackStore
+    knowledge: Any
+
+    @property
+    def policy(self) -> PrefetchPolicy:
+        s = self.settings
+        return PrefetchPolicy(s.fhir_connect_timeout, s.fhir_read_timeout, s.fhir_budget_seconds,
+                              s.fhir_max_pages, s.max_prefetch_resources)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datetime | None = None) -> dict:
+    """The CDS Hooks response for one call: ``{"cards": [...]}`` with at most one card (R1)."""
+    now = now or datetime.now(UTC)
+    settings = runtime.settings
+    request = parse_hook_request(body, service.hook)
+    slots = resolve_prefetch(request, service.prefetch, runtime.policy, now)
+    fetched = [s.key for s in slots if s.strategy.value in ("fetch", "complete")]
+    if fetched:
+        log.info("prefetch completed from fhirServer for keys: %s", ", ".join(fetched))
+
+    rv = plugin.review(resources_of(slots), now=now, hook=service.hook, context=request.context,
+                       options=settings.review_options, knowledge=runtime.knowledge)
+    if rv.warnings:
+        log.info("review reported %d input warning(s)", len(rv.warnings))
+    card = plugin.build_card(rv, hook=service.hook, trigger=settings.trigger_policy,
+                             knowledge=runtime.knowledge, new_uuid=new_uuid)
+    if card is None:
+        return {"cards": []}
+
+    patient = patient_key(settings.secret_key, request.fhir_server, request.patient_id)
+    if runtime.store.is_suppressed(patient, card.key, now):
+        log.info("card %r suppressed by an earlier override for this patient", card.key)
+        return {"cards": []}
+    problems = card_problems(card.body)
+    if problems:
+        log.error("the engine built a card that breaks CDS Hooks: %s", "; ".join(problems[:10]))
+        raise InternalError("internal error: the card could not be built")
+    card_uuid = card.body.get("uuid")
+    if isinstance(card_uuid, str):
+        runtime.store.record_issued(card_uuid=card_uuid, service_id=service.id, patient=patient,
+                                    card_key=card.key, issued_at=now)
+    return {"cards": [card.body]}

@@ -1,0 +1,256 @@
+"""Prefetch resolution as a short pipeline (after HAPI FHIR's CdsPrefetchSvc), checklist P6/P7/R2:
+
+1. **classify** each template key by what the client sent (:class:`Source`) and choose a :class:`Strategy`;
+2. **validate** what was sent (not FHIR → 400 naming the key);
+3. **fetch** what is missing from ``fhirServer`` with the call's bearer token, within one time budget;
+4. **fail**: data that cannot be had → 412 naming the key and why (never the token).
+
+| what arrived for a key | strategy |
+|---|---|
+| key missing | FETCH from fhirServer |
+| ``null`` | NO_DATA: the client had none; not re-fetched |
+| an OperationOutcome | FETCH: the client's own fetch failed (P6) |
+| a Bundle with a ``next`` link | COMPLETE: page on from fhirServer |
+| a resource / complete Bundle | USE as sent |
+"""
+from __future__ import annotations
+
+import enum
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from cds_hooks.errors import InvalidPrefetch, Issue, PayloadTooLarge, PreconditionFailed
+from cds_hooks.fhir_client import Budget, ClientOptions, FetchFailure, FhirClient, next_link
+from cds_hooks.validation import HookRequest, check_bundle
+
+
+class Strategy(enum.Enum):
+    USE = "use"            # take the prefetched value as sent
+    NO_DATA = "no-data"    # null: the client had no data; never re-fetched
+    FETCH = "fetch"        # missing, or an OperationOutcome: get it from fhirServer
+    COMPLETE = "complete"  # a Bundle page with a next link: page on from fhirServer
+
+
+@dataclass
+class Slot:
+    key: str
+    template: str
+    strategy: Strategy
+    sent: Any = None
+    pages: list[dict] = field(default_factory=list)  # the resolved data (resources/Bundles)
+    why: str = ""  # why the client's value was not used as is
+
+    @property
+    def is_read(self) -> bool:
+        return "?" not in self.template
+
+    @property
+    def resource_type(self) -> str:
+        return re.split(r"[/?]", self.template, maxsplit=1)[0]
+
+
+# --- templates (P2/P3) ---------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\{\{\s*(.*?)\s*\}\}")
+_TODAY = re.compile(r"^today\(\)(?:\s*([+-])\s*(\d+)\s*days?)?$")
+_USER_TOKENS = {
+    "userPractitionerId": "Practitioner",
+    "userPractitionerRoleId": "PractitionerRole",
+    "userPatientId": "Patient",
+    "userRelatedPersonId": "RelatedPerson",
+}
+
+
+class UnresolvedToken(Exception):
+    pass
+
+
+def resolve_template(template: str, context: dict, now: datetime) -> str:
+    """Fill ``{{context.X}}`` (root-level primitives), ``{{today() ± N days}}`` and ``{{user*Id}}`` tokens."""
+
+    def token(match: re.Match) -> str:
+        expr = match.group(1)
+        if expr.startswith("context."):
+            value = context.get(expr[len("context."):])
+            if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
+                raise UnresolvedToken(expr)
+            return quote(str(value), safe="-._~")
+        if m := _TODAY.match(expr):
+            day = now.date()
+            if m.group(1):
+                delta = timedelta(days=int(m.group(2)))
+                day = day - delta if m.group(1) == "-" else day + delta
+            return day.isoformat()
+        if expr in _USER_TOKENS:
+            user = context.get("userId")
+            if isinstance(user, str) and user.startswith(_USER_TOKENS[expr] + "/"):
+                return quote(user.split("/", 1)[1], safe="-._~")
+            raise UnresolvedToken(expr)
+        if expr == "user" and isinstance(context.get("userId"), str):  # legacy 1.0 token
+            return quote(context["userId"], safe="/-._~")
+        raise UnresolvedToken(expr)
+
+    return _TOKEN.sub(token, template)
+
+
+# --- 1. classify ---------------------------------------------------------------------------------------------
+
+def classify(prefetch: dict, templates: dict[str, str]) -> list[Slot]:
+    slots = []
+    for key, template in templates.items():
+        if key not in prefetch:
+            slots.append(Slot(key, template, Strategy.FETCH, why="it was not prefetched"))
+            continue
+        value = prefetch[key]
+        if value is None:
+            slots.append(Slot(key, template, Strategy.NO_DATA))
+        elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+            slots.append(Slot(key, template, Strategy.FETCH, sent=value,
+                              why="the client's prefetch failed (an OperationOutcome was sent)"))
+        elif isinstance(value, dict) and next_link(value):
+            slots.append(Slot(key, template, Strategy.COMPLETE, sent=value, pages=[value],
+                              why="the prefetched Bundle is paginated"))
+        else:
+            slots.append(Slot(key, template, Strategy.USE, sent=value, pages=[value]))
+    return slots
+
+
+# --- 2. validate ---------------------------------------------------------------------------------------------
+
+_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]*)?$")
+
+
+def _other_patient(resource: dict, patient_id: str) -> bool:
+    """True when the resource plainly belongs to another patient (a literal Patient/x reference)."""
+    for name in ("subject", "patient"):
+        ref = resource.get(name)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            m = _PATIENT_REF.search(ref["reference"])
+            if m and m.group(1) != patient_id:
+                return True
+    return False
+
+
+def fhir_problem(slot: Slot, value: Any, patient_id: str) -> str | None:
+    """Why ``value`` is not usable FHIR for this key, or None."""
+    if not isinstance(value, dict):
+        return "is not a FHIR resource object"
+    rtype = value.get("resourceType")
+    if not isinstance(rtype, str) or not rtype:
+        return "has no resourceType"
+    if rtype == "Bundle":
+        problems = check_bundle(value, "value")
+        if problems:
+            return "is a Bundle whose entries are not FHIR resource objects"
+        for entry in value.get("entry") or ():
+            resource = entry.get("resource")
+            if resource and _other_patient(resource, patient_id):
+                return "holds a resource of another patient"
+        return None
+    if slot.is_read:
+        if rtype != slot.resource_type:
+            return f"is a {rtype}, expected a {slot.resource_type}"
+        if rtype == "Patient" and value.get("id") not in (None, patient_id):
+            return "is another patient than context.patientId"
+    elif rtype != slot.resource_type:
+        return f"is a {rtype}, expected a Bundle of {slot.resource_type}"
+    if _other_patient(value, patient_id):
+        return "is a resource of another patient"
+    return None
+
+
+def count_resources(value: dict) -> int:
+    if value.get("resourceType") == "Bundle":
+        return len(value.get("entry") or ())
+    return 1
+
+
+# --- the pipeline ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PrefetchPolicy:
+    connect_timeout: float
+    read_timeout: float
+    budget_seconds: float
+    max_pages: int
+    max_resources: int
+
+
+def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: PrefetchPolicy,
+                     now: datetime) -> list[Slot]:
+    """Return one resolved :class:`Slot` per template key, or raise 400 / 412 / 413."""
+    slots = classify(request.prefetch, templates)
+    patient_id = request.patient_id
+
+    issues = []
+    for slot in slots:
+        if slot.strategy in (Strategy.USE, Strategy.COMPLETE):
+            problem = fhir_problem(slot, slot.sent, patient_id)
+            if problem:
+                issues.append(Issue(f"prefetch {slot.key!r} {problem}", expression=f"prefetch.{slot.key}"))
+    if issues:
+        raise InvalidPrefetch(issues[0].diagnostics, issues=issues)
+    _check_count(slots, policy.max_resources)
+
+    needed = [s for s in slots if s.strategy in (Strategy.FETCH, Strategy.COMPLETE)]
+    if not needed:
+        return slots
+    if not request.fhir_server:
+        raise _unavailable([(s, f"{s.why} and no fhirServer was given to fetch it from") for s in needed])
+
+    client = FhirClient(
+        request.fhir_server,
+        request.fhir_authorization.access_token if request.fhir_authorization else None,
+        ClientOptions(policy.connect_timeout, policy.read_timeout, policy.max_pages),
+        Budget(policy.budget_seconds),
+    )
+
+    def run(slot: Slot) -> str | None:
+        try:
+            if slot.strategy is Strategy.COMPLETE:
+                slot.pages = [slot.sent, *client.complete(slot.sent)]
+            else:
+                relative = resolve_template(slot.template, request.context, now)
+                slot.pages = client.fetch(relative)
+            for page in slot.pages:
+                problem = fhir_problem(slot, page, patient_id)
+                if problem:
+                    return f"the FHIR server's answer {problem}"
+        except UnresolvedToken as exc:
+            return f"its template token {{{{{exc}}}}} cannot be resolved from the context"
+        except FetchFailure as exc:
+            return exc.reason
+        return None
+
+    if len(needed) == 1:
+        results = [run(needed[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=min(len(needed), 5), thread_name_prefix="prefetch") as pool:
+            results = list(pool.map(run, needed))
+    failures = [(slot, f"{slot.why}; {reason}") for slot, reason in zip(needed, results, strict=True) if reason]
+    if failures:
+        raise _unavailable(failures)
+    _check_count(slots, policy.max_resources)
+    return slots
+
+
+def _check_count(slots: list[Slot], limit: int) -> None:
+    total = sum(count_resources(p) for s in slots for p in s.pages if isinstance(p, dict))
+    if total > limit:
+        raise PayloadTooLarge(f"the prefetch holds {total} resources, more than the limit of {limit}",
+                              expression="prefetch")
+
+
+def _unavailable(failures: list[tuple[Slot, str]]) -> PreconditionFailed:
+    issues = [Issue(f"prefetch {slot.key!r} could not be obtained: {why}", "incomplete", f"prefetch.{slot.key}")
+              for slot, why in failures]
+    return PreconditionFailed(issues[0].diagnostics, issues=issues)
+
+
+def resources_of(slots: list[Slot]) -> list[dict]:
+    """Every prefetched resource/Bundle page, in template order, for the engine (it reads Bundles itself)."""
+    return [page for slot in slots for page in slot.pages if isinstance(page, dict)]

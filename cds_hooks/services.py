@@ -1,0 +1,83 @@
+"""The service registry: the one list discovery (checklist D1-D3) and invocation are built from."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+LOINC = "http://loinc.org"
+HOOKS = ("patient-view", "order-select", "order-sign")
+
+
+@dataclass(frozen=True)
+class Service:
+    id: str
+    hook: str
+    title: str
+    description: str
+    prefetch: dict[str, str]
+
+    def discovery(self) -> dict:
+        """This service's discovery entry (D3): no empty or null members (G2)."""
+        entry = {"hook": self.hook, "title": self.title, "description": self.description, "id": self.id}
+        if self.prefetch:
+            entry["prefetch"] = dict(self.prefetch)
+        return entry
+
+
+def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int) -> dict[str, str]:
+    """The prefetch templates every service declares (P1, P5 query subset; tokens per P2/P3)."""
+    codes = ",".join(f"{LOINC}|{code}" for code in lab_loincs)
+    observations = (
+        "Observation?patient={{context.patientId}}"
+        + (f"&code={codes}" if codes else "")
+        + f"&date=ge{{{{today() - {lab_lookback_days} days}}}}&_sort=-date&_count=200"
+    )
+    return {
+        "patient": "Patient/{{context.patientId}}",
+        "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,draft",
+        "statements": "MedicationStatement?patient={{context.patientId}}&status=active,intended,on-hold",
+        "conditions": "Condition?patient={{context.patientId}}",
+        "observations": observations,
+    }
+
+
+_COMMON = (
+    "Looks for what plausibly contributes to nocturnal leg cramps — medications (diuretics, statins and "
+    "other evidence-backed classes), associated conditions and low potassium, magnesium or calcium — "
+    "and answers with at most one evidence-graded advisory card."
+)
+
+
+def build_registry(lab_loincs: Iterable[str], lab_lookback_days: int) -> dict[str, Service]:
+    templates = prefetch_templates(tuple(lab_loincs), lab_lookback_days)
+    services = [
+        Service(
+            id="leg-cramp-patient-view",
+            hook="patient-view",
+            title="Leg cramp medication review",
+            description="When a chart is opened for a patient with documented leg cramps (or on quinine): "
+            + _COMMON,
+            prefetch=templates,
+        ),
+        Service(
+            id="leg-cramp-order-select",
+            hook="order-select",
+            title="Leg cramp check of selected orders",
+            description="When orders are selected: flags a selected contributor drug for a patient with "
+            "documented leg cramps, or quinine ordered for anyone. " + _COMMON,
+            prefetch=templates,
+        ),
+        Service(
+            id="leg-cramp-order-sign",
+            hook="order-sign",
+            title="Leg cramp check before signing",
+            description="Before orders are signed: flags a drafted contributor drug for a patient with "
+            "documented leg cramps, or quinine ordered for anyone. " + _COMMON,
+            prefetch=templates,
+        ),
+    ]
+    return {s.id: s for s in services}
+
+
+def discovery_document(registry: dict[str, Service]) -> dict:
+    return {"services": [s.discovery() for s in registry.values()]}
