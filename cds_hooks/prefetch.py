@@ -197,10 +197,10 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
     _check_count(slots, policy.max_resources)
 
     needed = [s for s in slots if s.strategy in (Strategy.FETCH, Strategy.COMPLETE)]
-    if not needed:
-        return slots
-    if not request.fhir_server:
+    if needed and not request.fhir_server:
         raise _unavailable([(s, f"{s.why} and no fhirServer was given to fetch it from") for s in needed])
+    if not request.fhir_server:
+        return slots
 
     client = FhirClient(
         request.fhir_server,
@@ -208,6 +208,15 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
         ClientOptions(policy.connect_timeout, policy.read_timeout, policy.max_pages),
         Budget(policy.budget_seconds),
     )
+    if needed:
+        _fetch_missing(needed, client, request, now)
+    _check_count(slots, policy.max_resources)
+    medications = _referenced_medications(slots, client)
+    return [*slots, medications] if medications.pages else slots
+
+
+def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest, now: datetime) -> None:
+    patient_id = request.patient_id
 
     def run(slot: Slot) -> str | None:
         try:
@@ -234,8 +243,47 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
     failures = [(slot, f"{slot.why}; {reason}") for slot, reason in zip(needed, results, strict=True) if reason]
     if failures:
         raise _unavailable(failures)
-    _check_count(slots, policy.max_resources)
-    return slots
+
+
+MAX_MEDICATION_READS = 50
+_MEDICATION_REF = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")
+
+
+def _referenced_medications(slots: list[Slot], client: FhirClient) -> Slot:
+    """Read the Medications that orders reference but prefetch did not carry (EHRs often code the drug there).
+
+    A template cannot ask for them in CDS Hooks 2.0 (`_include` is outside the P5 query subset), so they are
+    read one by one within the call's budget. A failed read is not fatal: the engine reports the dangling
+    reference as a warning and the rest of the review stands.
+    """
+    present, wanted = set(), []
+    for _, resource in _each_resource(slots):
+        if isinstance(resource.get("id"), str):
+            present.add(f"{resource.get('resourceType')}/{resource['id']}")
+        ref = (resource.get("medicationReference") or {}).get("reference") \
+            if isinstance(resource.get("medicationReference"), dict) else None
+        if isinstance(ref, str) and _MEDICATION_REF.match(ref) and ref not in wanted:
+            wanted.append(ref)
+    slot = Slot("medication-references", "Medication/{id}", Strategy.FETCH)
+    for ref in [r for r in wanted if r not in present][:MAX_MEDICATION_READS]:
+        try:
+            slot.pages += [p for p in client.fetch(ref) if p.get("resourceType") == "Medication"]
+        except FetchFailure:
+            continue
+    return slot
+
+
+def _each_resource(slots: list[Slot]):
+    for slot in slots:
+        for page in slot.pages:
+            if not isinstance(page, dict):
+                continue
+            if page.get("resourceType") == "Bundle":
+                for entry in page.get("entry") or ():
+                    if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                        yield slot, entry["resource"]
+            else:
+                yield slot, page
 
 
 def _check_count(slots: list[Slot], limit: int) -> None:

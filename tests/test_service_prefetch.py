@@ -366,19 +366,65 @@ def test_p6_equivalence_real_patient_prefetched_or_fetched_gives_the_same_card(s
         for r in resources:
             if r["resourceType"] == "Patient":
                 r.pop("deceasedDateTime", None)
-    data = prefetch_from(resources, "85")
+    medications = [r for r in resources if r["resourceType"] == "Medication"]
+    data = prefetch_from([r for r in resources if r["resourceType"] != "Medication"], "85")
     client = make_client(tmp_path, {"CRAMP_TRIGGER_POLICY": "any"})
+    # The furosemide order that uses medicationReference: the Medication is read from fhirServer both ways.
+    for med in medications:
+        rsps.add(responses.GET, f"{FHIR}/Medication/{med['id']}", json=med)
 
-    prefetched = post_hook(client, hook_request(prefetch=data, pid="85"))
+    prefetched = post_hook(client, hook_request(prefetch=data, pid="85", fhir_server=FHIR, token=TOKEN))
     serve(rsps, {k: v for k, v in data.items() if k != "patient"})
     rsps.add(responses.GET, f"{FHIR}/Patient/85", json=data["patient"])
     fetched = post_hook(client, hook_request(pid="85", fhir_server=FHIR, token=TOKEN, omit_prefetch=True))
 
     assert prefetched.status_code == fetched.status_code == 200
-    assert len(rsps.calls) == 5
+    assert len(rsps.calls) == 5 + 2 * len(medications)
     cards_a, cards_b = prefetched.get_json()["cards"], fetched.get_json()["cards"]
     assert strip_uuids(cards_a) == strip_uuids(cards_b)
     if alive:
         assert len(cards_a) == 1 and "furosemide" in cards_a[0]["detail"].lower()
+        assert "MedicationRequest/" in cards_a[0]["detail"]
+        loop = [f for f in cards_a[0]["detail"].splitlines() if "Loop diuretic" in f][0]
+        assert loop.count("`MedicationRequest/") == 2  # the coded order and the one via medicationReference
     else:
         assert cards_a == []
+
+
+# --- Medications referenced by orders (P5 has no _include: read them one by one) ------------------------------
+
+def _order_by_reference(mid: str, medication_id: str) -> dict:
+    order = med_request(mid, HYDROCHLOROTHIAZIDE)
+    del order["medicationCodeableConcept"]
+    order["medicationReference"] = {"reference": f"Medication/{medication_id}"}
+    return order
+
+
+def test_referenced_medication_is_read_from_fhir_server_with_the_token(tmp_path, rsps):
+    medication = {"resourceType": "Medication", "id": "med-9",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "9071"}]}}
+    rsps.add(responses.GET, f"{FHIR}/Medication/med-9", json=medication)
+    prefetch = full_prefetch(meds=[_order_by_reference("m1", "med-9")])
+    response = post_hook(make_client(tmp_path), hook_request(prefetch=prefetch, fhir_server=FHIR, token=TOKEN))
+    assert response.status_code == 200
+    (card,) = response.get_json()["cards"]
+    assert card["indicator"] == "warning"  # quinine, known only through the referenced Medication
+    (call,) = rsps.calls
+    assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+def test_failed_medication_read_is_not_fatal(tmp_path, rsps):
+    rsps.add(responses.GET, f"{FHIR}/Medication/gone", status=404,
+             json=outcome("not found"))
+    prefetch = full_prefetch(meds=[_order_by_reference("m1", "gone")], conditions=[cramps()])
+    response = post_hook(make_client(tmp_path), hook_request(prefetch=prefetch, fhir_server=FHIR, token=TOKEN))
+    assert response.status_code == 200 and response.get_json() == {"cards": []}
+
+
+def test_referenced_medication_present_in_prefetch_is_not_re_read(tmp_path, rsps):
+    medication = {"resourceType": "Medication", "id": "med-9",
+                  "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "9071"}]}}
+    prefetch = full_prefetch(meds=[_order_by_reference("m1", "med-9"), medication])
+    response = post_hook(make_client(tmp_path), hook_request(prefetch=prefetch, fhir_server=FHIR, token=TOKEN))
+    assert response.status_code == 200 and len(response.get_json()["cards"]) == 1
+    assert len(rsps.calls) == 0
