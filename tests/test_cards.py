@@ -1,6 +1,8 @@
 """The card policy (design.md) and card contents (clinical-reference §3), checked against C1-C6 / G2."""
 from __future__ import annotations
 
+import re
+
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
 from plugin import build_card, review
@@ -106,7 +108,8 @@ def test_no_lab_suggestion_when_recent_result_exists():
 def test_record_text_cannot_inject_markdown_or_html():
     evil = med_request("m1", concept(text="furosemide <script>alert(1)</script> [click](http://x.example)"))
     card = card_for([cramps(), evil])
-    assert "<script>" not in card.body["detail"] and "](http" not in card.body["detail"]
+    detail = card.body["detail"]
+    assert "<script>" not in detail and not re.search(r"(?<!\\)\]\(http", detail)
 
 
 def test_summary_always_under_140_characters():

@@ -33,6 +33,7 @@ from tests.service_fixtures.support import (
     post_hook,
     prefetch_from,
     searchset,
+    strip_uuids,
 )
 
 PATHS = {"patient": f"/Patient/{PID}", "medications": "/MedicationRequest", "statements": "/MedicationStatement",
@@ -62,14 +63,6 @@ def calls_to(rsps, key: str) -> list:
 
 def without(prefetch: dict, *keys: str) -> dict:
     return {k: v for k, v in prefetch.items() if k not in keys}
-
-
-def strip_uuids(value):
-    if isinstance(value, dict):
-        return {k: strip_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [strip_uuids(v) for v in value]
-    return value
 
 
 # --- P6/P7: what arrived decides what is fetched --------------------------------------------------------------

@@ -191,3 +191,12 @@ def issue_diagnostics(response) -> str:
     body = response.get_json()
     assert body["resourceType"] == "OperationOutcome", body
     return " | ".join(i.get("diagnostics", "") for i in body["issue"])
+
+
+def strip_uuids(value):
+    """A response with every uuid removed, to compare two calls' cards."""
+    if isinstance(value, dict):
+        return {k: strip_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [strip_uuids(v) for v in value]
+    return value
