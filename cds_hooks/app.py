@@ -3,7 +3,7 @@
 Production: ``gunicorn -w 2 -b 127.0.0.1:8080 'cds_hooks.app:create_app()'``.
 
 Request pipeline (``before_request`` in this order): request id → CORS preflight (OPTIONS answered 204
-without authentication, X8) → authentication (all but OPTIONS and ``/healthz``) → body size on
+without authentication, X8) → authentication (all but OPTIONS and :data:`PUBLIC_PATHS`) → body size on
 Content-Length (413, before the body is read). ``after_request`` adds CORS and ``X-Request-ID`` headers to
 every response (errors too) and writes one access-log line: request id, method, path, status, duration.
 """
@@ -29,6 +29,7 @@ from cds_hooks.errors import (
     register_error_handlers,
 )
 from cds_hooks.hooks import HookRuntime, handle_hook
+from cds_hooks.openapi import openapi_document
 from cds_hooks.services import Service, build_registry, discovery_document
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM, Settings
 from cds_hooks.store import FeedbackStore
@@ -41,6 +42,8 @@ CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_EXPOSE = "X-Request-ID"
 AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose this server to a network"
+# Answered without authentication: they hold no patient or service data (health, and the API's own description).
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,12 @@ def healthz() -> Response:
     return json_response(body)
 
 
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI description (docs/api.md). Public like /healthz: it describes the API and holds no data."""
+    return json_response(openapi_document(state().settings.public_base_url))
+
+
 # --- request pipeline ---------------------------------------------------------------------------------------
 
 def _start() -> Response | None:
@@ -133,7 +142,7 @@ def _start() -> Response | None:
         preflight.headers.pop("Content-Type", None)
         return preflight
     st = state()
-    if st.verifier is not None and request.path != "/healthz":
+    if st.verifier is not None and request.path not in PUBLIC_PATHS:
         denied = _authenticate(st)
         if denied is not None:
             return denied
@@ -223,6 +232,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_start)
     app.after_request(_finish)
     app.register_blueprint(bp)
+    if settings.sandbox:
+        from cds_hooks.sandbox.web import sandbox_blueprint
+
+        app.register_blueprint(sandbox_blueprint)  # /sandbox/: a page for trying cards without an EHR
     log.info("cramp-cds ready: profile=%s services=%d database=%s auth=%s", settings.profile, len(registry),
              settings.database_path, "on" if verifier else "off")
     return app

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cds_hooks.sandbox import cli as sandbox_cli
 from cds_hooks.settings import Settings, SettingsError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the CDS Hooks service", _serve_args, _serve),
+    "sandbox": Command(sandbox_cli.HELP, sandbox_cli.configure, sandbox_cli.run),
 }
 
 

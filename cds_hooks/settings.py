@@ -26,6 +26,7 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_ALLOWED_ORIGINS` | local: `*`; production: none | CORS: `*` or a comma list of origins (`https://ehr.example.org`) allowed to call from a browser. Empty = no `Access-Control-Allow-Origin` header. |
 | `CRAMP_PUBLIC_BASE_URL` | unset | the URL clients use to reach this service (behind a proxy), e.g. `https://cds.example.org`; the JWT `aud` must equal it + the request path. Unset: the request URL without query. |
 | `CRAMP_LOG_LEVEL` | `INFO` | Python logging level for the `cramp_cds` loggers |
+| `CRAMP_SANDBOX` | local: `on`; production: `off` | serve the web sandbox page at `/sandbox/` (it sends no JWT: only useful with authentication off) |
 | authentication variables | on (production), off (local) | read by `cds_hooks.auth.load_auth_config`; see that module |
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     public_base_url: str | None = None
     log_level: str = "INFO"
+    sandbox: bool = False
     auth: Any = None  # cds_hooks.auth.AuthConfig, or None when that module is unavailable (auth off)
 
     @property
@@ -135,6 +137,7 @@ class Settings:
             "allowed_origins": origins,
             "public_base_url": public_base_url,
             "log_level": log_level,
+            "sandbox": reader.choice("CRAMP_SANDBOX", "on" if local else "off", ("on", "off")) == "on",
         }
         # last: the steps with side effects (the local key file) and the auth module's own variables
         secret_key = _secret_key(env.get("CRAMP_SECRET_KEY", ""), local=local, data_dir=data_dir)
