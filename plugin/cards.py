@@ -143,6 +143,9 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         cramp = next(f for f in findings if f.contributor == "leg-cramps-documented")
         lead += f" Leg cramps documented: {md(cramp.reason)}."
     lines = [lead, "", *(_line(f, knowledge) for f in listed)]
+    if quinine:
+        lines += ["", "Review alternatives with the patient. Red flags on quinine (bleeding, bruising, signs of "
+                      "thrombocytopenia or haemolysis) need prompt assessment (E4)."]
     on_diuretic = any(f.contributor in DIURETICS for f in listed)
     if review.monitoring_gap and on_diuretic:
         lines += ["", "No potassium, magnesium, calcium or creatinine result on record recently while a diuretic "
@@ -155,6 +158,7 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
                   "option (one RCT, E21; AAN: insufficient evidence, E3)."]
 
     cited = [k for f in listed for k in f.sources] + ["E1"]
+    contributor_ids = tuple(dict.fromkeys(f.contributor for f in listed))  # ordered and on record: listed once
     body: dict = {
         "uuid": new_uuid(),
         "summary": _summary(summary),
@@ -167,7 +171,7 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         },
         "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS],
         "extension": {"org.cramp-cds.review": {
-            "contributors": [f.contributor for f in listed], "knowledgeVersion": knowledge.version}},
+            "contributors": list(contributor_ids), "knowledgeVersion": knowledge.version}},
     }
     links = _links(cited, knowledge)
     if links:
@@ -175,4 +179,4 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
     if suggestions:
         body["suggestions"] = suggestions
         body["selectionBehavior"] = "any"
-    return Card(key=key, body=body, contributors=tuple(f.contributor for f in listed))
+    return Card(key=key, body=body, contributors=contributor_ids)

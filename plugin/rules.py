@@ -95,7 +95,7 @@ def _medication_findings(meds: list[MedicationFact], now: datetime, knowledge: K
         reasons = []
         for f in facts:
             if ordered:
-                reasons.append(f"{f.description}, being ordered now")
+                reasons.append(f.description)
             else:
                 kind = "dispensed" if f.dispensed else (f.status or "status unknown")
                 reasons.append(f"{f.description}, {kind}" + (f" since {day(f.start)}" if f.start else ""))

@@ -131,3 +131,16 @@ def test_each_card_and_suggestion_gets_its_own_uuid():
     card = card_for([cramps(), med_request("f", rx("313988"))])
     ids = [card.body["uuid"], *(s["uuid"] for s in card.body.get("suggestions", ()))]
     assert len(set(ids)) == len(ids)
+
+
+def test_ordered_and_already_active_class_is_listed_on_two_lines_but_once_as_contributor():
+    active = med_request("h0", rx("310798", "hydrochlorothiazide 25 MG Oral Tablet"), authored="2024-01-01")
+    draft = med_request("h1", rx("979468", "losartan / hydrochlorothiazide"), status="draft")
+    card = card_for([cramps(), active], hook="order-sign", context=order_context(draft))
+    assert card.body["extension"]["org.cramp-cds.review"]["contributors"] == ["thiazide-diuretic"]
+    assert "(ordered now)" in card.body["detail"] and "active since 2024-01-01" in card.body["detail"]
+
+
+def test_quinine_card_names_red_flags_without_dosing():
+    card = card_for([med_request("q", rx("9071", "quinine"))])
+    assert "bleeding" in card.body["detail"] and "Review alternatives" in card.body["detail"]

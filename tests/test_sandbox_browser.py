@@ -151,7 +151,7 @@ def test_quinine_order_select_shows_the_warning_and_accepting_sends_feedback(bro
     assert by_testid(card, "card-indicator").text.lower() == "warning"
     assert "badge-warning" in by_testid(card, "card-indicator").get_attribute("class")
     assert by_testid(card, "card-summary").text.startswith("Quinine ordered: not FDA-approved for leg cramps")
-    assert "quinine sulfate 324 MG Oral Capsule, being ordered now" in by_testid(card, "card-detail").text
+    assert "Quinine (ordered now): quinine sulfate 324 MG Oral Capsule" in by_testid(card, "card-detail").text
 
     (suggestion,) = card.find_elements(By.CSS_SELECTOR, '[data-testid="suggestion"]')
     assert suggestion.text == "Remove the quinine draft order"
