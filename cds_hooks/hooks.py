@@ -14,7 +14,7 @@ import plugin
 from cds_hooks.conformance import card_problems
 from cds_hooks.errors import InternalError
 from cds_hooks.prefetch import PrefetchPolicy, resolve_prefetch, resources_of
-from cds_hooks.services import Service
+from cds_hooks.services import OPTIONAL_KEYS, Service
 from cds_hooks.settings import Settings
 from cds_hooks.store import FeedbackStore, patient_key
 from cds_hooks.validation import parse_hook_request
@@ -44,7 +44,7 @@ def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datet
     now = now or datetime.now(UTC)
     settings = runtime.settings
     request = parse_hook_request(body, service.hook)
-    slots = resolve_prefetch(request, service.prefetch, runtime.policy, now)
+    slots = resolve_prefetch(request, service.prefetch, runtime.policy, now, OPTIONAL_KEYS)
     fetched = [s.key for s in slots if s.strategy.value in ("fetch", "complete")]
     if fetched:
         log.info("prefetch completed from fhirServer for keys: %s", ", ".join(fetched))

@@ -181,8 +181,12 @@ class PrefetchPolicy:
 
 
 def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: PrefetchPolicy,
-                     now: datetime) -> list[Slot]:
-    """Return one resolved :class:`Slot` per template key, or raise 400 / 412 / 413."""
+                     now: datetime, optional: frozenset[str] = frozenset()) -> list[Slot]:
+    """Return one resolved :class:`Slot` per template key, or raise 400 / 412 / 413.
+
+    Keys in ``optional`` are fetched like the others, but when they cannot be had the review goes on
+    without them instead of a 412.
+    """
     slots = classify(request.prefetch, templates)
     patient_id = request.patient_id
 
@@ -197,9 +201,10 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
     _check_count(slots, policy.max_resources)
 
     needed = [s for s in slots if s.strategy in (Strategy.FETCH, Strategy.COMPLETE)]
-    if needed and not request.fhir_server:
-        raise _unavailable([(s, f"{s.why} and no fhirServer was given to fetch it from") for s in needed])
     if not request.fhir_server:
+        required = [s for s in needed if s.key not in optional]
+        if required:
+            raise _unavailable([(s, f"{s.why} and no fhirServer was given to fetch it from") for s in required])
         return slots
 
     client = FhirClient(
@@ -209,13 +214,14 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
         Budget(policy.budget_seconds),
     )
     if needed:
-        _fetch_missing(needed, client, request, now)
+        _fetch_missing(needed, client, request, now, optional)
     _check_count(slots, policy.max_resources)
     medications = _referenced_medications(slots, client)
     return [*slots, medications] if medications.pages else slots
 
 
-def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest, now: datetime) -> None:
+def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest, now: datetime,
+                   optional: frozenset[str]) -> None:
     patient_id = request.patient_id
 
     def run(slot: Slot) -> str | None:
@@ -240,7 +246,12 @@ def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest,
     else:
         with ThreadPoolExecutor(max_workers=min(len(needed), 5), thread_name_prefix="prefetch") as pool:
             results = list(pool.map(run, needed))
-    failures = [(slot, f"{slot.why}; {reason}") for slot, reason in zip(needed, results, strict=True) if reason]
+    failures = []
+    for slot, reason in zip(needed, results, strict=True):
+        if reason and slot.key in optional:
+            slot.pages = []  # supplementary data the server could not give: review without it
+        elif reason:
+            failures.append((slot, f"{slot.why}; {reason}"))
     if failures:
         raise _unavailable(failures)
 

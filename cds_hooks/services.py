@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 LOINC = "http://loinc.org"
 HOOKS = ("patient-view", "order-select", "order-sign")
+# Supplementary keys: fetched from fhirServer when missing, but their absence is not a 412 (many EHRs do not
+# record statements or dispenses; the orders, conditions and labs are what a review cannot do without).
+OPTIONAL_KEYS = frozenset({"statements", "dispenses"})
+DISPENSE_WINDOW_DAYS = 180  # plugin.ReviewOptions.dispense_window_days
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int) -> dic
         "patient": "Patient/{{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,draft",
         "statements": "MedicationStatement?patient={{context.patientId}}&status=active,intended,on-hold",
+        "dispenses": "MedicationDispense?patient={{context.patientId}}"
+                     f"&whenhandedover=ge{{{{today() - {DISPENSE_WINDOW_DAYS} days}}}}",
         "conditions": "Condition?patient={{context.patientId}}",
         "observations": observations,
     }

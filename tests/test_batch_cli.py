@@ -72,6 +72,7 @@ def test_html_is_one_self_contained_escaped_page(tmp_path, capsys):
     assert "<b>5</b>patients reviewed" in page and "<b>2</b>with leg cramps documented" in page
     assert "Thiazide or thiazide-like diuretic" in page and "Low magnesium" in page
     assert "Patient/p1" in page and "1.2 mg/dL" in page
+    assert '<td class="ref">leg-cramps-documented</td><td>strong</td><td class="n">2</td>' in page   # totals
 
 
 def test_filters_list_only_matching_patients(tmp_path, capsys):
@@ -179,3 +180,16 @@ def test_add_parser_registers_the_review_subcommand(tmp_path, capsys):
     assert args.run(args) == errors.OK
     assert capsys.readouterr().out.startswith("patient,")
     assert build_parser().parse_args(["x"]).workers >= 1
+
+
+def test_an_earlier_report_in_the_input_folder_is_skipped_not_a_bad_record(tmp_path, capsys):
+    folder = panel(tmp_path / "export")
+    code, _, _ = review(capsys, str(folder), "--out", str(folder / "review.json"), "--quiet")
+    assert code == errors.OK
+    code, out, _ = review(capsys, str(folder), "--quiet")
+    doc = json.loads(out)
+    assert code == errors.OK and doc["patients"] == json.loads((folder / "review.json").read_text())["patients"]
+    assert any("review.json: not a FHIR resource (no resourceType), skipped" in w for w in doc["warnings"])
+    code, out, _ = review(capsys, str(folder / "review.json"), "--quiet")   # named explicitly: a bad record
+    assert code == errors.COMPLETED_WITH_BAD_RECORDS
+    assert json.loads(out)["badRecords"][0]["error"] == "no resourceType: not a FHIR resource"

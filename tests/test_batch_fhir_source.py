@@ -147,7 +147,7 @@ def test_retry_after_reads_seconds_and_http_dates():
         r.headers["Retry-After"] = value
         return r
 
-    now = lambda: datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)  # noqa: E731
+    now = lambda: datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after(resp("7"), now) == 7.0
     assert retry_after(resp("Sun, 01 Nov 2026 12:00:30 GMT"), now) == 30.0
     assert retry_after(resp("soon"), now) is None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def write_ndjson(path: Path, resources: list, *, gz: bool = False) -> Path:
 
 def panel(folder: Path, *, gz: bool = False) -> Path:
     """Five patients over one file per type, the way a Bulk export arrives."""
-    p = lambda pid: f"Patient/{pid}"  # noqa: E731
+    p = lambda pid: f"Patient/{pid}"
     write_ndjson(folder / "Patient.000.ndjson", [
         patient("p1"), patient("p2"), patient("p3"), patient("p4", deceasedDateTime="2025-01-02"), patient("p5")],
         gz=gz)
@@ -105,7 +106,7 @@ def test_chunks_end_on_newlines_and_lose_or_double_no_line(tmp_path, chunk_bytes
     path.write_bytes(data)
     chunks = plan_chunks([NdjsonFile(path, "Condition", "Condition.ndjson")], chunk_bytes)
     assert chunks[0].start == 0 and chunks[-1].end == len(data)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.end == after.start and data[after.start - 1:after.start] == b"\n"
     read = b"".join(line for c in chunks for line in iter_lines(c))
     assert read == data

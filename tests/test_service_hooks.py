@@ -335,7 +335,8 @@ def test_p7_sample_order_sign_fetches_everything_from_its_fhir_server(client):
     base = body["fhirServer"].rstrip("/")
     data = prefetch_from([e["resource"] for e in bundle["entry"]], body["context"]["patientId"], base)
     paths = {"patient": f"/Patient/{body['context']['patientId']}", "medications": "/MedicationRequest",
-             "statements": "/MedicationStatement", "conditions": "/Condition", "observations": "/Observation"}
+             "statements": "/MedicationStatement", "dispenses": "/MedicationDispense", "conditions": "/Condition",
+             "observations": "/Observation"}
     with responses.RequestsMock() as rsps:
         for key, value in data.items():
             rsps.add(responses.GET, base + paths[key], json=value)
@@ -351,7 +352,15 @@ def test_p7_sample_order_sign_fetches_everything_from_its_fhir_server(client):
 
 def test_p7_prefetch_missing_a_declared_key_without_fhir_server_is_412(client):
     body = hook_request(prefetch=cramps_on_thiazide_prefetch())
-    del body["prefetch"]["statements"]
+    del body["prefetch"]["conditions"]
     response = post_hook(client, body)
     assert response.status_code == 412
-    assert response.get_json()["issue"][0]["expression"] == ["prefetch.statements"]
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.conditions"]
+
+
+def test_p7_supplementary_keys_may_be_missing_without_fhir_server(client):
+    """statements and dispenses are optional: without them and without fhirServer, the review goes on."""
+    body = hook_request(prefetch=cramps_on_thiazide_prefetch())
+    del body["prefetch"]["statements"], body["prefetch"]["dispenses"]
+    response = post_hook(client, body)
+    assert response.status_code == 200 and len(response.get_json()["cards"]) == 1

@@ -1,0 +1,21 @@
+"""Batch chart review: the live service's engine over whole panels (Bundles, Bulk Data ndjson, a FHIR server).
+
+| module | job |
+|---|---|
+| `errors` | named exit codes, typed exceptions |
+| `model` | BadRecord, PatientResult, BatchResult |
+| `inputs` | find the inputs: Bundle/resource JSON, ndjson(.gz), manifests, folders, URLs |
+| `stream` | ndjson -> compact per-patient facts, in newline-aligned byte-range chunks |
+| `bundles` | Bundle / loose-resource JSON files -> `plugin.review` per patient |
+| `fhir_source` | a FHIR server: Bulk `$export` (kick-off, poll, download) or per-patient searches |
+| `runner` | orchestration: tasks, process pool, ordered merge, `plugin.rules.evaluate`, filters |
+| `progress` | tqdm bar on a terminal, one JSON summary line otherwise |
+| `report`, `html_report` | JSON / CSV / self-contained HTML |
+| `cli` | the `review` subcommand (`add_parser`, `configure`, `run`) |
+
+Library use: `run_review(["export/"], RunConfig(as_of=...))` -> `BatchResult`; `report.render(result, "json")`.
+"""
+from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult
+from cds_hooks.batch.runner import RunConfig, run_review
+
+__all__ = ["BadRecord", "BatchResult", "PatientResult", "RunConfig", "run_review"]
