@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cds_hooks.batch import cli as batch_cli
 from cds_hooks.sandbox import cli as sandbox_cli
 from cds_hooks.settings import Settings, SettingsError
 
@@ -51,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the CDS Hooks service", _serve_args, _serve),
+    "review": Command(batch_cli.HELP, batch_cli.configure, batch_cli.run),
     "sandbox": Command(sandbox_cli.HELP, sandbox_cli.configure, sandbox_cli.run),
 }
 

@@ -4,10 +4,10 @@ Pure and deterministic: no HTTP, no Flask, no clock (callers pass `now`).
 """
 from plugin.cards import Card, build_card
 from plugin.knowledge import Knowledge, KnowledgeError, default_knowledge, load_knowledge
-from plugin.review import facts_of, review
+from plugin.review import deceased_of, facts_of, review
 from plugin.rules import Finding, Review, ReviewOptions
 
 __all__ = [
     "Card", "Finding", "Knowledge", "KnowledgeError", "Review", "ReviewOptions",
-    "build_card", "default_knowledge", "facts_of", "load_knowledge", "review",
+    "build_card", "deceased_of", "default_knowledge", "facts_of", "load_knowledge", "review",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from plugin.dates import day, months_to_days, parse_when, within
 from plugin.knowledge import DIURETICS, Knowledge
@@ -74,10 +74,17 @@ def _joined(parts: list[str]) -> str:
     return shown + (f"; and {len(unique) - MAX_REASONS} more" if len(unique) > MAX_REASONS else "")
 
 
+def _not_future(value: str | None, now: datetime) -> bool:
+    """A record dated after `now` (a review as of a past date) is not yet part of the picture."""
+    when = parse_when(value)
+    return when is None or when <= now + timedelta(days=1)
+
+
 def _current_medications(record: PatientRecord, now: datetime, options: ReviewOptions) -> list[MedicationFact]:
     return [
         m for m in record.medications
-        if m.counts and (m.dispensed is None or within(m.dispensed, now, days=options.dispense_window_days))
+        if m.counts and _not_future(m.start, now)
+        and (m.dispensed is None or within(m.dispensed, now, days=options.dispense_window_days))
     ]
 
 
@@ -109,10 +116,10 @@ def _medication_findings(meds: list[MedicationFact], now: datetime, knowledge: K
     return findings
 
 
-def _condition_findings(conditions: list[ConditionFact]) -> dict[str, list[ConditionFact]]:
+def _condition_findings(conditions: list[ConditionFact], now: datetime) -> dict[str, list[ConditionFact]]:
     groups: dict[str, list[ConditionFact]] = defaultdict(list)
     for cond in conditions:
-        if cond.counts:
+        if cond.counts and _not_future(cond.date, now):
             for cid in cond.contributors:
                 groups[cid].append(cond)
     return groups
@@ -166,7 +173,7 @@ def evaluate(record: PatientRecord, *, now: datetime, knowledge: Knowledge, opti
     meds = _current_medications(record, now, options)
     findings = _medication_findings(meds, now, knowledge)
 
-    conditions = _condition_findings(record.conditions)
+    conditions = _condition_findings(record.conditions, now)
     low_labs = _low_labs(_dedupe_labs(record.labs), now, options, knowledge)
     for cid in dict.fromkeys([*conditions, *low_labs]):
         c = knowledge.contributors[cid]

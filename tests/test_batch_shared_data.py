@@ -69,7 +69,7 @@ def test_inferno_group_export(shared_data):
 
 def test_synthea_export_reports_its_log_file_as_bad_records(shared_data, capsys):
     folder = shared_data / "ndjson" / "synthea-bulk-10-patients"
-    code = main([str(folder), "--as-of", "2021-06-01", "--quiet", "--lab-lookback-days", "3650"])
+    code = main([str(folder), "--as-of", "2026-11-01", "--quiet", "--lab-lookback-days", "3650"])
     doc = json.loads(capsys.readouterr().out)
     assert code == errors.COMPLETED_WITH_BAD_RECORDS
     assert [(Path(b["file"]).name, b["line"]) for b in doc["badRecords"]] == [("log.ndjson", n) for n in (1, 2, 3, 4)]

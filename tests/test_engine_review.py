@@ -102,3 +102,10 @@ def test_now_must_be_timezone_aware_and_review_is_deterministic():
         review([], now=datetime(2026, 1, 1))
     data = [patient(), med_request("m1", rx("313988")), cramps(), lab("k", "2823-3", 3.0, "mmol/L")]
     assert review(data, now=NOW).to_dict() == review(list(reversed(data)), now=NOW).to_dict()
+
+
+def test_records_dated_after_now_are_not_yet_current():
+    """A review as of a past date ignores orders and diagnoses that came later."""
+    rv = review([patient(), med_request("m1", rx("310798"), authored="2027-03-01"),
+                 condition("c1", icd("K74.60"), onset="2027-01-01")], now=NOW)
+    assert rv.findings == []
