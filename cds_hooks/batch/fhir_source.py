@@ -347,7 +347,30 @@ class FhirSource:
         resources = [patient] if isinstance(patient, dict) and patient.get("resourceType") == "Patient" else []
         for query in self.searches(pid):
             resources.extend(self._search(query))
-        return resources
+        return resources + self._referenced_medications(resources)
+
+    def _referenced_medications(self, resources: list[dict]) -> list[dict]:
+        """Medications the orders reference but the searches did not carry: read one by one (a failed read
+        leaves a dangling reference, which the engine reports; the patient is still reviewed)."""
+        present = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
+        wanted = []
+        for r in resources:
+            ref = r.get("medicationReference")
+            ref = ref.get("reference") if isinstance(ref, dict) else None
+            if isinstance(ref, str) and ref.startswith("Medication/") and _ID.match(ref[11:]) \
+                    and ref not in present and ref not in wanted:
+                wanted.append(ref)
+        found = []
+        for ref in wanted:
+            url = f"{self.base}/{ref}"
+            try:
+                response = self._get(url, headers=self._headers(url))
+                medication = response.json() if response.status_code == 200 else None
+            except (FhirSourceError, ValueError):
+                medication = None
+            if isinstance(medication, dict) and medication.get("resourceType") == "Medication":
+                found.append(medication)
+        return found
 
     def search_patients(self) -> Fetched:
         fetched = Fetched()
