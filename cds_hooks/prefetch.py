@@ -26,6 +26,7 @@ from urllib.parse import quote
 from cds_hooks.errors import InvalidPrefetch, Issue, PayloadTooLarge, PreconditionFailed
 from cds_hooks.fhir_client import Budget, ClientOptions, FetchFailure, FhirClient, next_link
 from cds_hooks.validation import HookRequest, check_bundle
+from plugin.fhir_read import missing_medication_references
 
 
 class Strategy(enum.Enum):
@@ -257,7 +258,6 @@ def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest,
 
 
 MAX_MEDICATION_READS = 50
-_MEDICATION_REF = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")
 
 
 def _referenced_medications(slots: list[Slot], client: FhirClient) -> Slot:
@@ -267,34 +267,13 @@ def _referenced_medications(slots: list[Slot], client: FhirClient) -> Slot:
     read one by one within the call's budget. A failed read is not fatal: the engine reports the dangling
     reference as a warning and the rest of the review stands.
     """
-    present, wanted = set(), []
-    for _, resource in _each_resource(slots):
-        if isinstance(resource.get("id"), str):
-            present.add(f"{resource.get('resourceType')}/{resource['id']}")
-        ref = (resource.get("medicationReference") or {}).get("reference") \
-            if isinstance(resource.get("medicationReference"), dict) else None
-        if isinstance(ref, str) and _MEDICATION_REF.match(ref) and ref not in wanted:
-            wanted.append(ref)
     slot = Slot("medication-references", "Medication/{id}", Strategy.FETCH)
-    for ref in [r for r in wanted if r not in present][:MAX_MEDICATION_READS]:
+    for ref in missing_medication_references(resources_of(slots))[:MAX_MEDICATION_READS]:
         try:
             slot.pages += [p for p in client.fetch(ref) if p.get("resourceType") == "Medication"]
         except FetchFailure:
             continue
     return slot
-
-
-def _each_resource(slots: list[Slot]):
-    for slot in slots:
-        for page in slot.pages:
-            if not isinstance(page, dict):
-                continue
-            if page.get("resourceType") == "Bundle":
-                for entry in page.get("entry") or ():
-                    if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                        yield slot, entry["resource"]
-            else:
-                yield slot, page
 
 
 def _check_count(slots: list[Slot], limit: int) -> None:

@@ -144,18 +144,18 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         lead += f" Leg cramps documented: {md(cramp.reason)}."
     lines = [lead, "", *(_line(f, knowledge) for f in listed)]
     if quinine:
-        lines += ["", "Review alternatives with the patient. Red flags on quinine (bleeding, bruising, signs of "
-                      "thrombocytopenia or haemolysis) need prompt assessment (E4)."]
+        lines += ["", ("Review alternatives with the patient. Red flags on quinine (bleeding, bruising, signs of "
+                      "thrombocytopenia or haemolysis) need prompt assessment (E4).")]
     on_diuretic = any(f.contributor in DIURETICS for f in listed)
     if review.monitoring_gap and on_diuretic:
-        lines += ["", "No potassium, magnesium, calcium or creatinine result on record recently while a diuretic "
+        lines += ["", ("No potassium, magnesium, calcium or creatinine result on record recently while a diuretic "
                       "is current: consider electrolytes and renal function if clinically indicated. Routine "
-                      "labs are usually unnecessary for typical nocturnal leg cramps (E1)."]
+                      "labs are usually unnecessary for typical nocturnal leg cramps (E1).")]
         if suggest_labs:
             suggestions.append(_lab_suggestion(review.patient, new_uuid))
-    lines += ["", "Advisory only: the clinician judges whether the timing fits. Distinguish cramps from "
+    lines += ["", ("Advisory only: the clinician judges whether the timing fits. Distinguish cramps from "
                   "claudication and restless legs (E1). Nightly calf and hamstring stretching is a low-risk "
-                  "option (one RCT, E21; AAN: insufficient evidence, E3)."]
+                  "option (one RCT, E21; AAN: insufficient evidence, E3).")]
 
     cited = [k for f in listed for k in f.sources] + ["E1"]
     contributor_ids = tuple(dict.fromkeys(f.contributor for f in listed))  # ordered and on record: listed once

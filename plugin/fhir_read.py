@@ -9,8 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from plugin.codes import ATC, ICD10CM, LOINC, RXNORM, SNOMED, UCUM, codings, concept_label, concept_texts
-from plugin.codes import normalise_atc, normalise_icd10
+from plugin.codes import (
+    ATC,
+    ICD10CM,
+    LOINC,
+    RXNORM,
+    SNOMED,
+    UCUM,
+    codings,
+    concept_label,
+    concept_texts,
+    normalise_atc,
+    normalise_icd10,
+)
 from plugin.knowledge import ELEMENT_OF, Knowledge, normalise_words
 from plugin.record import ConditionFact, LabFact, MedicationFact
 from plugin.units import convert
@@ -27,7 +38,7 @@ ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
 VOID_VERIFICATION = {"refuted", "entered-in-error"}
 USABLE_OBSERVATION = {"final", "amended", "corrected", None}
 LOW_INTERPRETATIONS = {"L", "LL", "LU"}
-_NEGATED = re.compile(r"\b(history of|family history|no|non|not|without|negative|screening|risk of|ruled out)\b", re.I)
+_NEGATED = re.compile(r"\b(history of|family history|no|non|not|without|negative|screening|risk of|ruled out)\b", re.IGNORECASE)
 _REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -98,6 +109,27 @@ def subject_of(resource: dict, resolver: Resolver) -> str | None:
 
 
 # --- medications -------------------------------------------------------------------------------
+
+_MEDICATION_REF = re.compile(r"^Medication/[A-Za-z0-9\-.]{1,64}$")
+
+
+def missing_medication_references(items: Iterable[object]) -> list[str]:
+    """`Medication/id` references that medication resources make but `items` (resources or Bundles) lack.
+
+    A client reads these one by one: CDS Hooks 2.0 prefetch has no `_include`, and bulk searches often omit them.
+    """
+    present, wanted = set(), []
+    for resource, _ in flatten(items):
+        if not isinstance(resource, dict):
+            continue
+        if ref := local_reference(resource):
+            present.add(ref)
+        target = resource.get("medicationReference")
+        target = target.get("reference") if isinstance(target, dict) else None
+        if isinstance(target, str) and _MEDICATION_REF.match(target) and target not in wanted:
+            wanted.append(target)
+    return [ref for ref in wanted if ref not in present]
+
 
 def _medication_concepts(resource: dict, resolver: Resolver) -> tuple[list[dict], str | None, str | None]:
     """The concepts that name the drug, a display fallback, and a warning if a reference dangles."""

@@ -6,7 +6,14 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from plugin.fhir_read import (
-    MEDICATION_TYPES, Resolver, condition_fact, flatten, lab_facts, local_reference, medication_fact, subject_of,
+    MEDICATION_TYPES,
+    Resolver,
+    condition_fact,
+    flatten,
+    lab_facts,
+    local_reference,
+    medication_fact,
+    subject_of,
 )
 from plugin.knowledge import Knowledge, default_knowledge
 from plugin.record import ConditionFact, LabFact, MedicationFact, PatientRecord

@@ -6,7 +6,7 @@ import uuid
 
 FORBIDDEN = re.compile(
     r"\b(stop(ping)?|discontinue|switch to|increase the dose|decrease the dose|statin myopathy|caused by|"
-    r"recommend quinine|mg/day|take \d)", re.I)
+    r"recommend quinine|mg/day|take \d)", re.IGNORECASE)
 
 
 def assert_no_empty_values(value, path="card"):

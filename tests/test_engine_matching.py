@@ -6,7 +6,18 @@ import pytest
 
 from plugin import review
 from plugin.codes import LOINC, RXNORM
-from tests.builders import NOW, atc, bundle, concept, condition, cramps, icd, lab, med_request, patient, rx, sct
+from tests.builders import (
+    NOW,
+    atc,
+    concept,
+    condition,
+    icd,
+    lab,
+    med_request,
+    patient,
+    rx,
+    sct,
+)
 
 
 def findings(*resources, **kw):

@@ -9,6 +9,7 @@ import pytest
 from plugin import KnowledgeError, load_knowledge
 from plugin.knowledge import DEFAULT_PATH, REQUIRED_IDS
 
+
 def raw():
     return json.loads(DEFAULT_PATH.read_text())
 
@@ -31,7 +32,7 @@ def test_key_evidence_sources_have_links():
 def test_statements_stay_within_what_cards_may_say():
     """clinical-reference §3: no dosing, no 'stop', no diagnosis of causation."""
     forbidden = re.compile(r"\b(stop|discontinue|switch|increase|decrease|mg|dose|dosing|caused by|causes cramps)\b",
-                           re.I)
+                           re.IGNORECASE)
     for c in load_knowledge().contributors.values():
         assert not forbidden.search(c.statement), (c.id, c.statement)
 

@@ -378,7 +378,7 @@ def test_p6_equivalence_real_patient_prefetched_or_fetched_gives_the_same_card(s
     if alive:
         assert len(cards_a) == 1 and "furosemide" in cards_a[0]["detail"].lower()
         assert "MedicationRequest/" in cards_a[0]["detail"]
-        loop = [f for f in cards_a[0]["detail"].splitlines() if "Loop diuretic" in f][0]
+        loop = next(f for f in cards_a[0]["detail"].splitlines() if "Loop diuretic" in f)
         assert loop.count("`MedicationRequest/") == 2  # the coded order and the one via medicationReference
     else:
         assert cards_a == []

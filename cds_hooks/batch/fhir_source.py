@@ -36,6 +36,7 @@ from cds_hooks.batch.errors import ExportNotSupported, FhirSourceError, UsageErr
 from cds_hooks.batch.inputs import NdjsonFile, export_errors, type_from_name
 from cds_hooks.batch.model import BadRecord
 from plugin.codes import LOINC
+from plugin.fhir_read import missing_medication_references
 from plugin.knowledge import Knowledge
 
 TOKEN_ENV = "CRAMP_FHIR_TOKEN"
@@ -352,16 +353,8 @@ class FhirSource:
     def _referenced_medications(self, resources: list[dict]) -> list[dict]:
         """Medications the orders reference but the searches did not carry: read one by one (a failed read
         leaves a dangling reference, which the engine reports; the patient is still reviewed)."""
-        present = {f"{r.get('resourceType')}/{r.get('id')}" for r in resources}
-        wanted = []
-        for r in resources:
-            ref = r.get("medicationReference")
-            ref = ref.get("reference") if isinstance(ref, dict) else None
-            if isinstance(ref, str) and ref.startswith("Medication/") and _ID.match(ref[11:]) \
-                    and ref not in present and ref not in wanted:
-                wanted.append(ref)
         found = []
-        for ref in wanted:
+        for ref in missing_medication_references(resources):
             url = f"{self.base}/{ref}"
             try:
                 response = self._get(url, headers=self._headers(url))

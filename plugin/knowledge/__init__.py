@@ -247,7 +247,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
     if not isinstance(monitoring, dict):
         raise _fail(path, "monitoring_labs", "expected an object of LOINC -> name")
 
-    freeze = lambda index: {k: tuple(v) for k, v in index.items()}  # noqa: E731
+    freeze = lambda index: {k: tuple(v) for k, v in index.items()}
     return Knowledge(
         version=str(raw.get("version", "unversioned")),
         path=str(path),
