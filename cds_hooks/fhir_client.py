@@ -113,8 +113,10 @@ class FhirClient:
             raise FetchFailure("the FHIR server timed out") from None
         except requests.ConnectionError:
             raise FetchFailure("the FHIR server could not be reached") from None
-        except requests.RequestException as exc:
-            raise FetchFailure(f"the FHIR request failed ({type(exc).__name__})") from None
+        except requests.exceptions.InvalidURL:  # a host or port requests cannot use, e.g. "http://a b/"
+            raise FetchFailure("fhirServer is not a URL that can be requested") from None
+        except requests.RequestException:  # a cut-off or undecodable answer, a bad header (no class names shown)
+            raise FetchFailure("the FHIR request failed") from None
         try:
             self.budget.check()
             status = response.status_code
@@ -138,9 +140,10 @@ class FhirClient:
 
 
 def next_link(page: dict) -> str | None:
-    if page.get("resourceType") != "Bundle":
+    links = page.get("link")
+    if page.get("resourceType") != "Bundle" or not isinstance(links, list):
         return None
-    for link in page.get("link") or ():
+    for link in links:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return link["url"] or None
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,8 +54,12 @@ def _nonempty_str(value: Any) -> bool:
 def is_http_url(value: Any) -> bool:
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not 0-65535
+    except ValueError:  # e.g. an unclosed IPv6 bracket ("http://[::1")
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def check_bundle(value: Any, where: str) -> list[Issue]:
@@ -81,9 +85,11 @@ def parse_hook_request(body: Any, hook: str) -> HookRequest:
         raise BadRequest("the request body must be a JSON object")
     if "hook" not in body:
         raise BadRequest("hook is required", expression="hook")
+    if not isinstance(body["hook"], str):  # never str() a client's value: a deeply nested one raises RecursionError
+        raise BadRequest("hook must be a string", expression="hook")
     if body["hook"] != hook:
         raise BadRequest(
-            f"this service handles the {hook!r} hook, not {str(body['hook'])[:40]!r}", expression="hook"
+            f"this service handles the {hook!r} hook, not {body['hook'][:40]!r}", expression="hook"
         )
     issues: list[Issue] = []
     hook_instance = body.get("hookInstance")
@@ -208,15 +214,15 @@ class FeedbackEntry:
 
 
 def parse_rfc3339(value: Any) -> datetime | None:
-    """An RFC 3339 §5.6 date-time with a time zone offset, or None."""
+    """An RFC 3339 §5.6 date-time with a time zone offset, in UTC; or None (also when UTC is out of range)."""
     if not isinstance(value, str) or not _RFC3339.match(value):
         return None
     text = value.replace("t", "T").replace(" ", "T")
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
         return None
 
 

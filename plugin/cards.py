@@ -36,6 +36,7 @@ MONITORING_ORDERS = (
 )
 MAX_LINKS = 5
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
+_FHIR_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # Type/id; ids come from the record
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ def _labels(findings: list[Finding]) -> str:
 
 def _line(f: Finding, knowledge: Knowledge) -> str:
     c = knowledge.contributors[f.contributor]
-    refs = ", ".join(f"`{r}`" for r in f.references[:3]) + (" …" if len(f.references) > 3 else "")
+    refs = ", ".join(f"`{r}`" if _FHIR_REFERENCE.fullmatch(r) else md(r) for r in f.references[:3])
+    refs += " …" if len(f.references) > 3 else ""
     sources = ", ".join(f.sources)
     head = f"- **{md(c.label)}**{' (ordered now)' if f.ordered else ''}: {md(f.reason)} ({refs})."
     return f"{head} *Evidence: {f.grade} ({sources}).* {c.statement}"
@@ -122,7 +124,9 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         lead = ("**Quinine** is on this order." if ordering else "**Quinine** is active on the record.")
         listed = quinine + [f for f in others if not (ordering and f.ordered and f.contributor == "quinine")]
         if ordering:
-            suggestions += [_quinine_removal(r, new_uuid) for f in quinine for r in f.references]
+            # only a draft with a valid FHIR id can be named for deletion (not "MedicationRequest/(no id)")
+            suggestions += [_quinine_removal(r, new_uuid) for f in quinine for r in f.references
+                            if _FHIR_REFERENCE.fullmatch(r)]
         topic = ("quinine-warning", "Quinine for leg cramps")
     else:
         key, indicator = "contributors", "info"

@@ -27,6 +27,11 @@ _ALIASES = {
 }
 
 
+def array(value: object) -> list:
+    """A FHIR JSON array as a list; anything else (a number, a string, an object, null) as []."""
+    return value if isinstance(value, list) else []
+
+
 def canonical_system(system: object) -> str | None:
     """The canonical URI for a code-system string, or None for systems we do not read."""
     if not isinstance(system, str):
@@ -53,7 +58,7 @@ def codings(concept: object) -> Iterator[tuple[str, str, str | None]]:
     """
     if not isinstance(concept, dict):
         return
-    for coding in concept.get("coding") or ():
+    for coding in array(concept.get("coding")):
         if not isinstance(coding, dict):
             continue
         system = canonical_system(coding.get("system"))
@@ -70,7 +75,7 @@ def concept_texts(concept: object) -> list[str]:
     texts = []
     if isinstance(concept.get("text"), str):
         texts.append(concept["text"])
-    for coding in concept.get("coding") or ():
+    for coding in array(concept.get("coding")):
         if isinstance(coding, dict) and isinstance(coding.get("display"), str):
             texts.append(coding["display"])
     return texts

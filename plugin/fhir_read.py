@@ -16,6 +16,7 @@ from plugin.codes import (
     RXNORM,
     SNOMED,
     UCUM,
+    array,
     codings,
     concept_label,
     concept_texts,
@@ -46,7 +47,7 @@ def flatten(items: Iterable[object]) -> Iterator[tuple[object, str | None]]:
     """(resource, fullUrl) for loose resources and every Bundle entry (nested Bundles included)."""
     for item in items:
         if isinstance(item, dict) and item.get("resourceType") == "Bundle":
-            for entry in item.get("entry") or ():
+            for entry in array(item.get("entry")):
                 if isinstance(entry, dict) and "resource" in entry:
                     full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
                     yield from ((r, full_url) for r, _ in flatten([entry["resource"]]))
@@ -143,7 +144,7 @@ def _medication_concepts(resource: dict, resolver: Resolver) -> tuple[list[dict]
     display = ref.get("display") if isinstance(ref.get("display"), str) else None
     medication = None
     if isinstance(target_ref, str) and target_ref.startswith("#"):
-        for contained in resource.get("contained") or ():
+        for contained in array(resource.get("contained")):
             if isinstance(contained, dict) and contained.get("id") == target_ref[1:]:
                 medication = contained
     elif isinstance(target_ref, str):
@@ -152,7 +153,7 @@ def _medication_concepts(resource: dict, resolver: Resolver) -> tuple[list[dict]
         warning = f"medication reference {target_ref!r} could not be resolved" if target_ref else None
         return [], display, warning
     concepts = [medication["code"]] if isinstance(medication.get("code"), dict) else []
-    for ingredient in medication.get("ingredient") or ():
+    for ingredient in array(medication.get("ingredient")):
         if isinstance(ingredient, dict) and isinstance(ingredient.get("itemCodeableConcept"), dict):
             concepts.append(ingredient["itemCodeableConcept"])
     return concepts, display, None
@@ -202,8 +203,9 @@ def _medication_start(resource: dict) -> str | None:
     if rtype == "MedicationRequest":
         if isinstance(resource.get("authoredOn"), str):
             return resource["authoredOn"]
-        period = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
-        return period.get("start") if isinstance(period.get("start"), str) else None
+        request = resource.get("dispenseRequest")
+        period = request.get("validityPeriod") if isinstance(request, dict) else None
+        return period["start"] if isinstance(period, dict) and isinstance(period.get("start"), str) else None
     if rtype == "MedicationDispense":
         for key in ("whenHandedOver", "whenPrepared"):
             if isinstance(resource.get(key), str):
@@ -243,7 +245,7 @@ def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *,
 # --- conditions --------------------------------------------------------------------------------
 
 def _status_code(concept: object) -> str | None:
-    for coding in (concept or {}).get("coding") or () if isinstance(concept, dict) else ():
+    for coding in array(concept.get("coding")) if isinstance(concept, dict) else ():
         if isinstance(coding, dict) and isinstance(coding.get("code"), str):
             return coding["code"]
     if isinstance(concept, dict) and isinstance(concept.get("text"), str):
@@ -339,7 +341,7 @@ def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, flagged_else
     value = convert(raw, unit or lab.unit, target, element) if raw is not None else None
     shown = f"{_fmt(raw)} {unit or lab.unit}" if raw is not None else ""
     range_low = range_shown = None
-    for rng in holder.get("referenceRange") or ():
+    for rng in array(holder.get("referenceRange")):
         if not isinstance(rng, dict):
             continue
         low, low_unit = _quantity(rng.get("low"))
@@ -350,7 +352,7 @@ def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, flagged_else
             range_shown = f"{_fmt(low)}{hi} {low_unit or high_unit or unit or ''}".strip()
             break
     flagged = flagged_elsewhere
-    for concept in holder.get("interpretation") or ():
+    for concept in array(holder.get("interpretation")):
         flagged = flagged or _status_code(concept) in LOW_INTERPRETATIONS
     return LabFact(ref, loinc, lab.contributor, lab.analyte, value, target, shown, range_low, range_shown,
                    flagged, date)
@@ -371,7 +373,7 @@ def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
         if isinstance(period, dict) and isinstance(period.get("start"), str):
             date = period["start"]
     facts = []
-    holders = [resource, *[c for c in resource.get("component") or () if isinstance(c, dict)]]
+    holders = [resource, *[c for c in array(resource.get("component")) if isinstance(c, dict)]]
     for holder in holders:
         for system, code, _ in codings(holder.get("code")):
             if system == LOINC and (fact := _lab_fact(ref, code, holder, date, False, knowledge)):

@@ -12,7 +12,6 @@ import requests
 
 from tests.fhir_server import FhirServer, FhirServerError, to_transaction
 
-
 pytestmark = pytest.mark.node
 
 SHARED_BUNDLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bundles"

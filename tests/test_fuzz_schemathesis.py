@@ -3,20 +3,25 @@ app in process (no server, no network). Every response must be no 5xx, have a do
 and headers, and conform to the documented schema (cards per checklist §6, OperationOutcome for errors).
 
 Also checks the OpenAPI document itself: schemathesis loads every operation, every schema is valid JSON Schema
-(2020-12, the OpenAPI 3.1 dialect), its enums match the service registry and its examples validate.
+(2020-12, the OpenAPI 3.1 dialect), its enums and prefetch keys match the service registry, its examples and the
+shipped sample requests validate and get documented answers, and with authentication on the documented security
+holds (401 everywhere but the public operations).
 
 Bounded and reproducible: ``derandomize=True`` and a small ``max_examples`` per operation, so the file runs in
-well under a minute on two cores. Authentication is off (the ``local`` profile); the bearer-JWT scheme is
-documented, not exercised here (``tests/test_service_errors.py`` covers 401s). The FHIR server fallback never
-reaches the network: ``responses`` refuses every outgoing request, which the service answers with a 412.
+well under a minute on two cores. The fuzz run has authentication off (the ``local`` profile). The FHIR server
+fallback never reaches the network: ``responses`` refuses every outgoing request (the service answers 412).
 """
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import jsonschema_rs
 import pytest
 import responses
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -31,6 +36,7 @@ from cds_hooks.services import HOOKS, build_registry
 from tests.service_fixtures.support import make_settings
 
 pytestmark = pytest.mark.slow
+SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "hooks"
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
@@ -52,19 +58,31 @@ def no_network():
 # an app: `schemathesis.pytest.from_fixture` (lazy loading from a fixture) fails under pytest 9 in schemathesis
 # 4.32 ('Function' object has no attribute '_nodeid'), so the app comes from a fixture and is passed per call.
 schema = schemathesis.openapi.from_dict(openapi_document())
+SERVICE_FOR = {s.hook: s.id for s in build_registry([], 365).values()}
+
+
+def _call_the_service_of_the_hook(case) -> None:
+    """Positive cases only: send the body to the service of the hook it names. Random pairs of `{id}` and body
+    mostly stop at the hook check (400); aligned ones reach context, prefetch and FHIR-fallback handling."""
+    body = case.body
+    if (case.operation.path == "/cds-services/{id}" and isinstance(body, dict)
+            and isinstance(body.get("hook"), str) and body["hook"] in SERVICE_FOR
+            and case.meta is not None and case.meta.generation.mode is GenerationMode.POSITIVE):
+        case.path_parameters["id"] = SERVICE_FOR[body["hook"]]
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 def test_every_operation_conforms_to_the_openapi_description(case, app, no_network):
+    _call_the_service_of_the_hook(case)
     case.call_and_validate(checks=CHECKS, app=app)
 
 
 # --- the document itself -------------------------------------------------------------------------------------
 
 def _schemas(document: dict):
-    """Every JSON Schema in the document with its location, each made standalone (``$ref`` resolvable)."""
+    """Every JSON Schema in the document (components, path parameters, request bodies) with its location."""
     components = document["components"]
     for name, sub in components["schemas"].items():
         yield f"components.schemas.{name}", sub
@@ -133,10 +151,9 @@ def test_request_examples_validate_and_each_is_answered_as_documented(app, no_ne
     validator = _validator(document, body["schema"])
     cards = _validator(document, {"$ref": "#/components/schemas/CdsResponse"})
     client = app.test_client()
-    service_for = {s.hook: s.id for s in build_registry([], 365).values()}
     for name, example in body["examples"].items():
         validator.validate(example["value"])
-        response = client.post(f"/cds-services/{service_for[name]}", json=example["value"])
+        response = client.post(f"/cds-services/{SERVICE_FOR[name]}", json=example["value"])
         assert response.status_code in (200, 412), (name, response.get_data(as_text=True))
         if response.status_code == 200:
             cards.validate(response.get_json())
@@ -150,3 +167,47 @@ def test_public_base_url_becomes_the_servers_entry(tmp_path):
     assert document["servers"] == [{"url": "https://cds.example.org/cramp",
                                      "description": "this deployment (CRAMP_PUBLIC_BASE_URL)"}]
     assert "servers" not in openapi_document(), "the cached document is not modified"
+
+
+def test_with_authentication_on_the_documented_security_holds(tmp_path):
+    """The bearer-JWT scheme guards every operation but the public ones (`security: []`): without a token each
+    guarded operation answers the documented 401 OperationOutcome; /healthz and /openapi.json answer 200."""
+    pytest.importorskip("cds_hooks.auth")
+    ec = pytest.importorskip("cryptography.hazmat.primitives.asymmetric.ec")
+    from jwt.algorithms import ECAlgorithm
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "k1", "alg": "ES384"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (tmp_path / "clients.json").write_text(json.dumps({"clients": [{"iss": "https://ehr.example.org",
+                                                                    "jwks_file": "jwks.json"}]}))
+    app = create_app(make_settings(tmp_path, {"CRAMP_AUTH": "on",
+                                              "CRAMP_TRUSTED_CLIENTS": str(tmp_path / "clients.json")}))
+    client = app.test_client()
+    document = client.get("/openapi.json").get_json()
+    assert document == openapi_document(), "the description is public even with authentication on"
+    outcome = _validator(document, {"$ref": "#/components/schemas/OperationOutcome"})
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if method in ("parameters", "options"):
+                continue
+            url = path.replace("{id}", "leg-cramp-patient-view")
+            response = client.open(url, method=method.upper(), json={} if method == "post" else None)
+            if op.get("security") == []:
+                assert response.status_code == 200, url
+            else:
+                assert response.status_code == 401 and "401" in op["responses"], url
+                assert response.headers["WWW-Authenticate"] == "Bearer"
+                outcome.validate(response.get_json())
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLES.glob("*.json")), ids=lambda p: p.stem)
+def test_sample_requests_fit_the_request_schema_and_answers_fit_the_response_schemas(app, no_network, sample):
+    """The documented request schema is not stricter than real requests (the samples shipped with the project)."""
+    document = openapi_document()
+    body = json.loads(sample.read_text(encoding="utf-8"))
+    _validator(document, {"$ref": "#/components/schemas/HookRequest"}).validate(body)
+    response = app.test_client().post(f"/cds-services/{SERVICE_FOR[body['hook']]}", json=body)
+    name = "CdsResponse" if response.status_code == 200 else "OperationOutcome"
+    assert str(response.status_code) in document["paths"]["/cds-services/{id}"]["post"]["responses"]
+    _validator(document, {"$ref": f"#/components/schemas/{name}"}).validate(response.get_json())
