@@ -41,7 +41,7 @@ _FHIR_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # Type/id;
 
 @dataclass(frozen=True)
 class Card:
-    key: str                          # "quinine" or "contributors": what feedback suppression is keyed on
+    key: str                          # what suppression is keyed on: "quinine", or "contributors:<sorted ids>"
     body: dict                        # the CDS Hooks card JSON
     contributors: tuple[str, ...]     # the contributor ids the card lists, in order
 
@@ -183,4 +183,6 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
     if suggestions:
         body["suggestions"] = suggestions
         body["selectionBehavior"] = "any"
+    if key == "contributors":  # a new contributor is news: only the same set is "the same card"
+        key += ":" + ",".join(sorted(contributor_ids))
     return Card(key=key, body=body, contributors=contributor_ids)

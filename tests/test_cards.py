@@ -23,7 +23,7 @@ def order_context(*drafts, select=None):
 def test_patient_view_silent_without_documented_cramps_by_default():
     assert card_for([med_request("m1", rx("310798"))]) is None
     card = card_for([med_request("m1", rx("310798"))], trigger="any")
-    assert card is not None and card.key == "contributors"
+    assert card is not None and card.key == "contributors:thiazide-diuretic"
     assert card.body["summary"].startswith("Leg-cramp review: 1 possible contributor")
 
 

@@ -211,6 +211,16 @@ def test_suppressing_override_hides_the_same_card_for_the_same_patient(client, r
     assert len(post_hook(client, other).get_json()["cards"]) == 1
 
 
+def test_a_new_contributor_is_a_new_card_despite_an_earlier_override(client):
+    card = _card(client, hook_request(prefetch=cramps_on_thiazide_prefetch()))
+    _override(client, card["uuid"], "already-addressed")
+    prefetch = cramps_on_thiazide_prefetch()
+    prefetch["medications"]["entry"].append(
+        {"resource": med_request("furo1", FUROSEMIDE), "search": {"mode": "match"}})
+    (fresh,) = post_hook(client, hook_request(prefetch=prefetch)).get_json()["cards"]
+    assert "loop-diuretic" in fresh["extension"]["org.cramp-cds.review"]["contributors"]
+
+
 @pytest.mark.parametrize("reason", ["not-relevant", "patient-declined", None])
 def test_non_suppressing_override_or_no_reason_keeps_the_card(client, reason):
     card = _card(client, hook_request(prefetch=cramps_on_thiazide_prefetch()))
@@ -279,7 +289,8 @@ def test_issued_cards_recorded_with_hmac_patient_key_never_the_raw_id(tmp_path, 
         rows = conn.execute("SELECT card_uuid, service_id, patient_key, card_key FROM issued_card").fetchall()
     assert len(rows) == 1
     card_uuid, service_id, patient_key, card_key = rows[0]
-    assert (card_uuid, service_id, card_key) == (card["uuid"], "leg-cramp-patient-view", "contributors")
+    assert (card_uuid, service_id, card_key) == (card["uuid"], "leg-cramp-patient-view",
+                                                "contributors:thiazide-diuretic")
     assert len(patient_key) == 64 and pid not in patient_key
     raw = b"".join(p.read_bytes() for p in settings.database_path.parent.glob("cramp.db*"))
     assert pid.encode() not in raw, "the store never keeps raw patient identifiers"
