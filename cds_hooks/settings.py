@@ -40,12 +40,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from plugin.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+
 log = logging.getLogger("cramp_cds.settings")
 
 PROFILES = ("local", "production")
 TRIGGER_POLICIES = ("documented", "any")
-OVERRIDE_REASON_SYSTEM = "https://cramp-cds.org/fhir/CodeSystem/override-reason"
-OVERRIDE_REASON_CODES = ("already-addressed", "not-relevant", "benefit-outweighs-risk", "patient-declined")
+OVERRIDE_REASON_SYSTEM = OVERRIDE_SYSTEM  # the card builder owns the override-reason codes
+OVERRIDE_REASON_CODES = tuple(code for code, _ in OVERRIDE_REASONS)
 SECRET_FILE_NAME = "secret_key"
 
 

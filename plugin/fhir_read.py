@@ -57,6 +57,17 @@ def flatten(items: Iterable[object]) -> Iterator[tuple[object, str | None]]:
             yield item, None
 
 
+def first_date(resource: dict, keys: tuple[str, ...]) -> str | None:
+    """The first of `keys` that holds a date-time; a Period (key ending in "Period") gives its start."""
+    for key in keys:
+        value = resource.get(key)
+        if key.endswith("Period"):
+            value = value.get("start") if isinstance(value, dict) else None
+        if isinstance(value, str):
+            return value
+    return None
+
+
 def local_reference(resource: dict) -> str | None:
     rtype, rid = resource.get("resourceType"), resource.get("id")
     if isinstance(rtype, str) and isinstance(rid, str) and rid:
@@ -207,17 +218,9 @@ def _medication_start(resource: dict) -> str | None:
         period = request.get("validityPeriod") if isinstance(request, dict) else None
         return period["start"] if isinstance(period, dict) and isinstance(period.get("start"), str) else None
     if rtype == "MedicationDispense":
-        for key in ("whenHandedOver", "whenPrepared"):
-            if isinstance(resource.get(key), str):
-                return resource[key]
-        return None
-    if isinstance(resource.get("effectiveDateTime"), str):
-        return resource["effectiveDateTime"]
-    period = resource.get("effectivePeriod")
-    if isinstance(period, dict) and isinstance(period.get("start"), str):
-        return period["start"]
+        return first_date(resource, ("whenHandedOver", "whenPrepared"))
     # When it was asserted is not when it started; only a last resort.
-    return resource["dateAsserted"] if isinstance(resource.get("dateAsserted"), str) else None
+    return first_date(resource, ("effectiveDateTime", "effectivePeriod", "dateAsserted"))
 
 
 def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *, ordered: bool = False,
@@ -294,15 +297,7 @@ def condition_fact(resource: dict, knowledge: Knowledge) -> ConditionFact | None
     verification = _status_code(resource.get("verificationStatus"))
     abated = any(k.startswith("abatement") for k in resource)
     counts = (clinical in ACTIVE_CLINICAL or (clinical is None and not abated)) and verification not in VOID_VERIFICATION
-    date = None
-    for key in ("onsetDateTime", "recordedDate"):
-        if isinstance(resource.get(key), str):
-            date = resource[key]
-            break
-    else:
-        onset = resource.get("onsetPeriod")
-        if isinstance(onset, dict) and isinstance(onset.get("start"), str):
-            date = onset["start"]
+    date = first_date(resource, ("onsetDateTime", "onsetPeriod", "recordedDate"))
     return ConditionFact(
         reference=local_reference(resource) or "Condition/(no id)", contributors=contributors,
         description=concept_label(resource.get("code")) or "condition", matched_by=how, counts=counts, date=date,
@@ -363,15 +358,7 @@ def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
     if status not in USABLE_OBSERVATION:
         return []
     ref = local_reference(resource) or "Observation/(no id)"
-    date = None
-    for key in ("effectiveDateTime", "effectiveInstant", "issued"):
-        if isinstance(resource.get(key), str):
-            date = resource[key]
-            break
-    else:
-        period = resource.get("effectivePeriod")
-        if isinstance(period, dict) and isinstance(period.get("start"), str):
-            date = period["start"]
+    date = first_date(resource, ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"))
     facts = []
     holders = [resource, *[c for c in array(resource.get("component")) if isinstance(c, dict)]]
     for holder in holders:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import plugin
+from tests.card_checks import assert_no_empty_values
 from tests.service_fixtures.support import hook_request, make_client, post_hook
 
 IDS = {"leg-cramp-patient-view": "patient-view", "leg-cramp-order-select": "order-select",
@@ -61,16 +62,7 @@ def test_d3_p3_templates_use_only_root_level_context_tokens(client):
 
 
 def test_g2_discovery_has_no_null_or_empty_values(client):
-    def walk(value, path):
-        assert value is not None and value not in ("", [], {}), path
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{path}.{k}")
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{path}[{i}]")
-
-    walk(client.get("/cds-services").get_json(), "$")
+    assert_no_empty_values(client.get("/cds-services").get_json(), "$")
 
 
 def test_d1_each_service_is_at_discovery_url_plus_id(client):

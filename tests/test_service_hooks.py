@@ -8,7 +8,6 @@ import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import responses
@@ -16,6 +15,7 @@ import responses
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
 from cds_hooks.store import FeedbackStore
 from cds_hooks.validation import FeedbackEntry
+from tests.card_checks import assert_valid_card
 from tests.service_fixtures.support import (
     ACETAMINOPHEN,
     FUROSEMIDE,
@@ -41,77 +41,6 @@ def client(tmp_path):
     return make_client(tmp_path)
 
 
-# --- an independent reading of checklist C1-C6 and G2 (not the service's own checker) --------------------------
-
-def _is_uuid(value) -> bool:
-    try:
-        return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
-    except ValueError:
-        return False
-
-
-def _absolute_url(value) -> bool:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    return bool(parts and parts.scheme in ("http", "https") and parts.netloc)
-
-
-def assert_no_empty_values(value, path="card"):
-    """G2: no null, "", [] or {} anywhere."""
-    assert value is not None and value not in ("", [], {}), f"G2: empty value at {path}"
-    if isinstance(value, dict):
-        for k, v in value.items():
-            assert_no_empty_values(v, f"{path}.{k}")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            assert_no_empty_values(v, f"{path}[{i}]")
-
-
-def assert_card_conforms(card: dict) -> None:
-    assert_no_empty_values(card)
-    # C1 card
-    assert _is_uuid(card["uuid"]), "C1: uuid (needed for feedback)"
-    assert isinstance(card["summary"], str) and 0 < len(card["summary"]) < 140, "C1: summary under 140 chars"
-    assert card["indicator"] in ("info", "warning"), "C1 + card policy: info or warning, never critical"
-    assert isinstance(card.get("detail", ""), str), "C1: detail is Markdown text"
-    # C2 source
-    source = card["source"]
-    assert isinstance(source["label"], str) and source["label"], "C2: source.label required"
-    if "url" in source:
-        assert _absolute_url(source["url"]), "C2: source.url absolute"
-    if "topic" in source:
-        assert source["topic"]["code"] and source["topic"]["system"], "C2/C6: topic is a Coding"
-    # C3/C4 suggestions and actions
-    if "suggestions" in card:
-        assert card["selectionBehavior"] in ("at-most-one", "any"), "C1: selectionBehavior with suggestions"
-        recommended = sum(1 for s in card["suggestions"] if s.get("isRecommended") is True)
-        assert recommended <= 1 or card["selectionBehavior"] == "any", "C3: one recommended under at-most-one"
-        for s in card["suggestions"]:
-            assert s["label"], "C3: suggestion label"
-            assert _is_uuid(s["uuid"]), "C3: suggestion uuid (needed for acceptedSuggestions)"
-            for a in s.get("actions", []):
-                assert a["type"] in ("create", "update", "delete"), "C4: action type"
-                assert a["description"], "C4: action description"
-                if a["type"] in ("create", "update"):
-                    assert a["resource"]["resourceType"], "C4: create/update carries a resource"
-                    assert "resourceId" not in a
-                else:
-                    assert "/" in a["resourceId"] and "resource" not in a, "C4: delete uses resourceId Type/id"
-    else:
-        assert "selectionBehavior" not in card
-    # C5 links
-    for link in card.get("links", []):
-        assert link["label"] and _absolute_url(link["url"]), "C5: label and absolute url"
-        assert link["type"] in ("absolute", "smart"), "C5: link type"
-        assert "appContext" not in link or link["type"] == "smart", "C5: appContext only on smart links"
-    # C6 override reasons: Codings with code, system and display
-    reasons = card["overrideReasons"]
-    for c in reasons:
-        assert c["code"] and c["system"] and c["display"], "C6: override reason Coding needs display"
-    assert {c["code"] for c in reasons} >= {"already-addressed", "not-relevant", "benefit-outweighs-risk",
-                                            "patient-declined"}
-    assert {c["system"] for c in reasons} == {OVERRIDE_REASON_SYSTEM}
-
-
 # --- R1 ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("hook", ["patient-view", "order-select", "order-sign"])
@@ -128,7 +57,7 @@ def test_r1_c1_to_c6_g2_patient_view_contributor_card(client):
     body = response.get_json()
     assert list(body) == ["cards"] and len(body["cards"]) == 1, "R1, card policy: at most one card"
     card = body["cards"][0]
-    assert_card_conforms(card)
+    assert_valid_card(card)
     assert card["indicator"] == "info"
     assert "hydrochlorothiazide" in card["detail"].lower()
     actions = [a for s in card["suggestions"] for a in s["actions"]]
@@ -141,7 +70,7 @@ def test_c1_c3_c4_order_select_quinine_warning_with_delete_suggestion(client):
     cards = post_hook(client, body).get_json()["cards"]
     assert len(cards) == 1
     card = cards[0]
-    assert_card_conforms(card)
+    assert_valid_card(card)
     assert card["indicator"] == "warning"
     deletes = [a for s in card["suggestions"] for a in s["actions"] if a["type"] == "delete"]
     assert [a["resourceId"] for a in deletes] == ["MedicationRequest/q1"]
@@ -158,7 +87,7 @@ def test_order_sign_drafted_loop_diuretic_for_documented_cramps(client):
                         prefetch=full_prefetch(conditions=[cramps()]))
     cards = post_hook(client, body).get_json()["cards"]
     assert len(cards) == 1
-    assert_card_conforms(cards[0])
+    assert_valid_card(cards[0])
     assert "furosemide" in cards[0]["detail"].lower()
 
 
@@ -175,7 +104,7 @@ def test_trigger_policy_documented_is_quiet_without_documented_cramps(tmp_path):
     chatty = make_client(tmp_path / "b", {"CRAMP_TRIGGER_POLICY": "any"})
     cards = post_hook(chatty, hook_request(prefetch=prefetch)).get_json()["cards"]
     assert len(cards) == 1
-    assert_card_conforms(cards[0])
+    assert_valid_card(cards[0])
 
 
 def test_active_quinine_warns_on_patient_view_without_documented_cramps(client):
@@ -336,7 +265,7 @@ def test_r1_c1_sample_hook_requests_with_prefetch(client, name, indicator, words
     response = post_hook(client, body)
     assert response.status_code == 200, response.get_json()
     [card] = response.get_json()["cards"]
-    assert_card_conforms(card)
+    assert_valid_card(card)
     assert card["indicator"] == indicator and words in card["detail"].lower()
 
 
@@ -355,7 +284,7 @@ def test_p7_sample_order_sign_fetches_everything_from_its_fhir_server(client):
         bearer = {c.request.headers["Authorization"] for c in rsps.calls}
     assert response.status_code == 200, response.get_json()
     [card] = response.get_json()["cards"]
-    assert_card_conforms(card)
+    assert_valid_card(card)
     assert "hydrochlorothiazide" in card["detail"].lower() or "thiazide" in card["summary"].lower()
     assert card["suggestions"], "no labs on record: the lab suggestion appears"
     assert bearer == {f"Bearer {body['fhirAuthorization']['access_token']}"}
