@@ -190,14 +190,22 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
                     found.append(cid)
                     how = how or label
     texts = [t for c in concepts for t in concept_texts(c)] + [t for t in extra_texts if t]
-    if knowledge.drug_names is not None:
-        for text in texts:
-            for m in knowledge.drug_names.finditer(text):
-                for cid in knowledge.drug_name_ids.get(normalise_words(m.group(0)), ()):
-                    if cid not in found:
-                        found.append(cid)
-                        how = how or f"name '{m.group(0).lower()}'"
+    for cid, word in _word_matches(texts, knowledge.drug_names, knowledge.drug_name_ids):
+        if cid not in found:
+            found.append(cid)
+            how = how or f"name '{word}'"
     return tuple(found), how
+
+
+def _word_matches(texts: Iterable[str], pattern: re.Pattern | None,
+                  ids_by_word: dict[str, tuple[str, ...]]) -> Iterator[tuple[str, str]]:
+    """(contributor id, word) for every knowledge word found, as a whole word, in `texts`."""
+    if pattern is None:
+        return
+    for text in texts:
+        for m in pattern.finditer(text):
+            for cid in ids_by_word.get(normalise_words(m.group(0)), ()):
+                yield cid, m.group(0).lower()
 
 
 def _known_name(concepts: list[dict], knowledge: Knowledge) -> str | None:
@@ -277,15 +285,12 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
             if cid not in found:
                 found.append(cid)
                 how = how or label
-    if not found and knowledge.condition_words is not None:
-        for text in concept_texts(concept):
-            if _NEGATED.search(text):
-                continue
-            for m in knowledge.condition_words.finditer(text):
-                for cid in knowledge.condition_word_ids.get(normalise_words(m.group(0)), ()):
-                    if cid not in found:
-                        found.append(cid)
-                        how = how or f"text '{m.group(0).lower()}'"
+    if not found:
+        texts = [t for t in concept_texts(concept) if not _NEGATED.search(t)]
+        for cid, word in _word_matches(texts, knowledge.condition_words, knowledge.condition_word_ids):
+            if cid not in found:
+                found.append(cid)
+                how = how or f"text '{word}'"
     return tuple(found), how
 
 
