@@ -1,0 +1,161 @@
+"""Start-up: process start to the first answered hook call, and import + create_app in a fresh interpreter.
+
+1. ``cramp-cds serve`` (or ``python -m cds_hooks.cli serve`` when the console script is missing) on a free
+   loopback port with CRAMP_PROFILE=local and an empty temporary CRAMP_DATA_DIR (so the first start creates the
+   secret key and the database, as a fresh install does); a patient-view of a sample patient is POSTed every
+   20 ms until it answers 200. Repeated 5 times; the median is reported.
+2. In a fresh interpreter: ``import cds_hooks.app`` then ``create_app(settings)``, timed inside the process,
+   next to the interpreter's own start (``python -c pass``, the FLOOR). Repeated 5 times; medians.
+No target is set for start-up: the figures are reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+from benchmarks.common import (
+    ROOT,
+    Report,
+    Table,
+    discovery_templates,
+    free_port,
+    hook_request,
+    local_settings,
+    prefetch_for,
+    print_standalone,
+    python,
+    sample_patients,
+    stop_process,
+    temp_dir,
+)
+
+REPEATS = 5
+POLL_S = 0.02
+TIMEOUT_S = 60.0
+SAMPLE = "sample-ckd"
+
+_IMPORT_SNIPPET = """
+import time, json, sys
+t0 = time.perf_counter()
+import cds_hooks.app
+t1 = time.perf_counter()
+from cds_hooks.settings import Settings
+app = cds_hooks.app.create_app(Settings.from_env())
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "create_app_s": t2 - t1}))
+"""
+
+
+def serve_command(port: int) -> list[str]:
+    script = Path(python()).parent / "cramp-cds"
+    if script.exists():
+        return [str(script), "serve", "--port", str(port)]
+    return [python(), "-m", "cds_hooks.cli", "serve", "--port", str(port)]
+
+
+def _shown(command: list[str]) -> str:
+    """`cramp-cds serve` or `python -m cds_hooks.cli serve`, without paths and the port."""
+    return " ".join([Path(command[0]).name, *command[1:]]).replace("--port 0", "").strip()
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ, CRAMP_PROFILE="local", CRAMP_DATA_DIR=str(data_dir))
+    for key in ("CRAMP_DATABASE", "CRAMP_SECRET_KEY", "CRAMP_AUTH", "CRAMP_PORT", "CRAMP_HOST"):
+        env.pop(key, None)
+    return env
+
+
+def time_to_first_answer(body: bytes, data_dir: Path) -> tuple[float, int]:
+    """Seconds from Popen to the first 200 of a patient-view POST; and how many polls it took."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/cds-services/leg-cramp-patient-view"
+    session = requests.Session()
+    session.trust_env = False
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(serve_command(port), cwd=ROOT, env=_env(data_dir),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    polls = 0
+    try:
+        while time.perf_counter() - t0 < TIMEOUT_S:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode} before answering")
+            polls += 1
+            try:
+                resp = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=5)
+                if resp.status_code == 200:
+                    return time.perf_counter() - t0, polls
+                raise RuntimeError(f"the hook call answered {resp.status_code}: {resp.text[:200]}")
+            except requests.ConnectionError:
+                time.sleep(POLL_S)
+        raise RuntimeError(f"no answer within {TIMEOUT_S:g} s")
+    finally:
+        stop_process(proc)
+        session.close()
+
+
+def import_and_create(data_dir: Path) -> dict[str, float]:
+    out = subprocess.run([python(), "-c", _IMPORT_SNIPPET], cwd=ROOT, env=_env(data_dir), capture_output=True,
+                         text=True, timeout=TIMEOUT_S, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def interpreter_start() -> float:
+    t0 = time.perf_counter()
+    subprocess.run([python(), "-c", "pass"], cwd=ROOT, check=True, timeout=TIMEOUT_S)
+    return time.perf_counter() - t0
+
+
+def run(repeats: int = REPEATS) -> Report:
+    started = time.perf_counter()
+    report = Report("Start-up", "python -m benchmarks.startup")
+    with temp_dir("cramp-bench-startup-") as tmp:
+        from cds_hooks.app import create_app
+
+        templates = discovery_templates(create_app(local_settings(tmp / "probe")))["leg-cramp-patient-view"]
+        resources = dict(sample_patients())[SAMPLE]
+        body = orjson.dumps(hook_request("patient-view", SAMPLE, prefetch_for(resources, templates)))
+        firsts = []
+        for n in range(repeats):
+            seconds, _ = time_to_first_answer(body, tmp / f"serve-{n}")
+            firsts.append(seconds)
+        imports = [import_and_create(tmp / f"import-{n}") for n in range(repeats)]
+        floors = [interpreter_start() for _ in range(repeats)]
+    table = Table(["what", "median", "min", "max", "runs"], [])
+    report.tables.append(table)
+
+    def row(name: str, values: list[float]) -> float:
+        med = statistics.median(values)
+        table.rows.append([name, f"{med * 1000:.0f} ms", f"{min(values) * 1000:.0f} ms",
+                           f"{max(values) * 1000:.0f} ms", str(len(values))])
+        return med
+
+    first = row(f"{_shown(serve_command(0))}: start to first answered patient-view", firsts)
+    imp = row("import cds_hooks.app (fresh interpreter)", [i["import_s"] for i in imports])
+    create = row("create_app(settings) (fresh data dir)", [i["create_app_s"] for i in imports])
+    floor = row("FLOOR: python -c pass", floors)
+    report.target("start to first answered hook call (median)", f"{first * 1000:.0f} ms", "(reported)", None)
+    report.target("import + create_app in-process (median)", f"{(imp + create) * 1000:.0f} ms", "(reported)", None)
+    report.notes.append(f"server: {_shown(serve_command(0))} --port N (Werkzeug threaded server, CRAMP_PROFILE=local)"
+                        f"; the interpreter alone starts in {floor * 1000:.0f} ms")
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup", description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=REPEATS)
+    args = parser.parse_args(argv)
+    print_standalone(run, args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
