@@ -9,6 +9,7 @@ every response (errors too) and writes one access-log line: request id, method, 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -203,6 +204,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     _configure_logging(settings.log_level)
 
     import plugin
+    from plugin.validation import preload as preload_models
 
     knowledge = plugin.default_knowledge()
     registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days)
@@ -236,6 +238,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         from cds_hooks.sandbox.web import sandbox_blueprint
 
         app.register_blueprint(sandbox_blueprint)  # /sandbox/: a page for trying cards without an EHR
+    # Load what the first call would otherwise load, then take the long-lived objects (models, knowledge)
+    # out of the garbage collector's view: full collections walking them were the latency tail.
+    preload_models()
+    gc.collect()
+    gc.freeze()
     log.info("cramp-cds ready: profile=%s services=%d database=%s auth=%s", settings.profile, len(registry),
              settings.database_path, "on" if verifier else "off")
     return app

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -62,15 +64,31 @@ class FeedbackStore:
         self.suppression_days = suppression_days
         self.suppression_reasons = tuple(suppression_reasons)
         self.reason_system = reason_system
+        self._local = threading.local()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        try:
+        """This thread's connection, opened once (a hook call should not pay for opening and closing SQLite).
+
+        Re-opened in a forked worker: a connection must never cross a fork. ``synchronous=NORMAL`` in WAL mode
+        survives an application crash; a power cut may lose the last few rows (issued cards, feedback).
+        """
+        local = self._local
+        if getattr(local, "conn", None) is None or local.pid != os.getpid():
+            conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=True)
             conn.execute("PRAGMA busy_timeout = 10000")
-            yield conn
-        finally:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            local.conn, local.pid = conn, os.getpid()
+        conn = local.conn
+        conn.row_factory = None
+        yield conn
+
+    def close(self) -> None:
+        """Close this thread's connection (tests and shutdown)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
             conn.close()
+            self._local.conn = None
 
     def create(self) -> None:
         """Create the folder, the tables and switch to WAL (idempotent; every worker may call it)."""

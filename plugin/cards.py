@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from uuid import uuid4
 
 from fhir.resources.R4B.servicerequest import ServiceRequest
@@ -78,17 +79,25 @@ def _links(keys: list[str], knowledge: Knowledge) -> list[dict]:
     return links[:MAX_LINKS]
 
 
-def _lab_suggestion(patient: str | None, new_uuid: Callable[[], str]) -> dict:
-    actions = []
+@cache
+def _monitoring_requests() -> tuple[tuple[str, dict], ...]:
+    """The proposed lab orders, built and validated with fhir.resources once per process (subject added per card)."""
+    built = []
     for code, name in MONITORING_ORDERS:
         request = ServiceRequest.model_validate({
             "resourceType": "ServiceRequest", "status": "draft", "intent": "proposal",
             "code": {"coding": [{"system": LOINC, "code": code, "display": name}], "text": name},
-            "subject": {"reference": patient or "Patient/unknown"},
+            "subject": {"reference": "Patient/unknown"},
             "reasonCode": [{"text": "Diuretic current with no recent electrolyte or renal result (leg-cramp review)"}],
         })
-        actions.append({"type": "create", "description": f"Propose a {name.split(' [')[0].lower()} test",
-                        "resource": request.model_dump(mode="json", exclude_none=True)})
+        built.append((name, request.model_dump(mode="json", exclude_none=True)))
+    return tuple(built)
+
+
+def _lab_suggestion(patient: str | None, new_uuid: Callable[[], str]) -> dict:
+    actions = [{"type": "create", "description": f"Propose a {name.split(' [')[0].lower()} test",
+                "resource": {**resource, "subject": {"reference": patient or "Patient/unknown"}}}
+               for name, resource in _monitoring_requests()]
     return {"label": "Propose potassium, magnesium, calcium and creatinine tests", "uuid": new_uuid(),
             "actions": actions}
 

@@ -76,12 +76,21 @@ def local_reference(resource: dict) -> str | None:
 
 
 class Resolver:
-    """Finds referenced resources by `Type/id`, absolute URL or `urn:uuid:` fullUrl."""
+    """Finds referenced resources by `Type/id`, absolute URL or `urn:uuid:` fullUrl.
+
+    Only the types a reference is ever followed to are kept: the Patient (subjects) and Medications.
+    """
+
+    RESOLVABLE = frozenset({"Patient", "Medication"})
 
     def __init__(self) -> None:
         self._by_key: dict[str, dict] = {}
+        self._references: dict[str, str | None] = {}  # reference -> Type/id: most resources share a subject
 
     def add(self, resource: dict, full_url: str | None = None) -> None:
+        if resource.get("resourceType") not in self.RESOLVABLE:
+            return
+        self._references.clear()
         ref = local_reference(resource)
         if ref:
             self._by_key.setdefault(ref, resource)
@@ -100,10 +109,11 @@ class Resolver:
         """A reference as `Type/id`, resolving `urn:uuid:` through the Bundle's fullUrls."""
         if not isinstance(reference, str):
             return None
-        target = self._by_key.get(reference)
-        if target is not None:
-            return local_reference(target) or normalise_reference(reference)
-        return normalise_reference(reference)
+        if reference not in self._references:
+            target = self._by_key.get(reference)
+            found = local_reference(target) if target is not None else None
+            self._references[reference] = found or normalise_reference(reference)
+        return self._references[reference]
 
 
 def normalise_reference(reference: str) -> str | None:
@@ -190,22 +200,31 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
                     found.append(cid)
                     how = how or label
     texts = [t for c in concepts for t in concept_texts(c)] + [t for t in extra_texts if t]
-    for cid, word in _word_matches(texts, knowledge.drug_names, knowledge.drug_name_ids):
+    for cid, word in _word_matches(texts, knowledge.drug_names, knowledge.drug_name_ids, knowledge.word_cache):
         if cid not in found:
             found.append(cid)
             how = how or f"name '{word}'"
     return tuple(found), how
 
 
-def _word_matches(texts: Iterable[str], pattern: re.Pattern | None,
-                  ids_by_word: dict[str, tuple[str, ...]]) -> Iterator[tuple[str, str]]:
+WORD_CACHE_LIMIT = 50_000
+
+
+def _word_matches(texts: Iterable[str], pattern: re.Pattern | None, ids_by_word: dict[str, tuple[str, ...]],
+                  cache: dict) -> Iterator[tuple[str, str]]:
     """(contributor id, word) for every knowledge word found, as a whole word, in `texts`."""
     if pattern is None:
         return
     for text in texts:
-        for m in pattern.finditer(text):
-            for cid in ids_by_word.get(normalise_words(m.group(0)), ()):
-                yield cid, m.group(0).lower()
+        key = (id(pattern), text)
+        found = cache.get(key)
+        if found is None:
+            found = tuple((cid, m.group(0).lower()) for m in pattern.finditer(text)
+                          for cid in ids_by_word.get(normalise_words(m.group(0)), ()))
+            if len(cache) >= WORD_CACHE_LIMIT:
+                cache.clear()
+            cache[key] = found
+        yield from found
 
 
 def _known_name(concepts: list[dict], knowledge: Knowledge) -> str | None:
@@ -287,7 +306,8 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
                 how = how or label
     if not found:
         texts = [t for t in concept_texts(concept) if not _NEGATED.search(t)]
-        for cid, word in _word_matches(texts, knowledge.condition_words, knowledge.condition_word_ids):
+        for cid, word in _word_matches(texts, knowledge.condition_words, knowledge.condition_word_ids,
+                                        knowledge.word_cache):
             if cid not in found:
                 found.append(cid)
                 how = how or f"text '{word}'"

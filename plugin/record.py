@@ -5,6 +5,9 @@ A fact keeps only what a rule or a card reads, so a batch review holds facts, no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from plugin.dates import parse_when
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +50,56 @@ class LabFact:
 
 @dataclass
 class PatientRecord:
+    """One patient's facts.
+
+    With `now` set the record is compact: it keeps only what the rules can use as of `now` — medications
+    and conditions that count, and per lab analyte the most recent usable result, plus the most recent lab
+    of any kind (for the monitoring check). A review of a record with 2,000 Observations (or a batch of
+    50,000 patients) then holds a handful of lab facts per patient instead of all of them.
+    """
     patient: str | None = None              # "Patient/123"
     deceased: str | None = None             # date, or "yes" when only deceasedBoolean is known
     medications: list[MedicationFact] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)
     labs: list[LabFact] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    now: datetime | None = None
+    _latest: dict[tuple, tuple[datetime, int]] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, fact: MedicationFact | ConditionFact | LabFact) -> None:
-        if isinstance(fact, MedicationFact):
+        if isinstance(fact, LabFact):
+            self._add_lab(fact)
+        elif self.now is not None and not fact.counts:
+            return  # stopped, refuted, resolved…: never part of a finding
+        elif isinstance(fact, MedicationFact):
             self.medications.append(fact)
-        elif isinstance(fact, ConditionFact):
-            self.conditions.append(fact)
         else:
-            self.labs.append(fact)
+            self.conditions.append(fact)
+
+    def merge(self, other: PatientRecord) -> None:
+        """Add another part of the same patient's record (a batch reads each resource type separately)."""
+        for fact in [*other.medications, *other.conditions, *other.labs]:
+            self.add(fact)
+        self.warnings.extend(other.warnings)
+        self.deceased = self.deceased or other.deceased
+
+    def _add_lab(self, lab: LabFact) -> None:
+        if self.now is None:
+            self.labs.append(lab)
+            return
+        when = parse_when(lab.date)
+        if when is None:
+            return
+        slots = []
+        if when <= self.now + timedelta(days=1):  # the monitoring window tolerates a same-day timestamp
+            slots.append(("any",))
+        if lab.contributor and when <= self.now and (lab.value is not None or lab.flagged_low):
+            slots.append((lab.contributor, lab.analyte))
+        for slot in slots:
+            held = self._latest.get(slot)
+            if held is None:
+                self._latest[slot] = (when, len(self.labs))
+                self.labs.append(lab)
+            elif when > held[0]:  # on a tie the first result stays, as duplicates do
+                self._latest[slot] = (when, held[1])
+                self.labs[held[1]] = lab

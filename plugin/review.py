@@ -73,7 +73,7 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
         raise ValueError("now must be timezone-aware")
     knowledge = knowledge or default_knowledge()
     options = options or ReviewOptions()
-    record = PatientRecord()
+    record = PatientRecord(now=now)
     warnings = record.warnings
 
     resolver = Resolver()
@@ -103,7 +103,7 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
     others: Counter[str] = Counter()
     relevant: list[dict] = []
     for resource, _ in items:
-        if resource["resourceType"] == "Patient" or local_reference(resource) in draft_refs:
+        if resource["resourceType"] == "Patient" or (draft_refs and local_reference(resource) in draft_refs):
             continue
         subject = subject_of(resource, resolver)
         if record.patient and subject and subject != record.patient:
@@ -125,11 +125,13 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
                 record.add(fact)
                 relevant.append(draft)
 
+    result = evaluate(record, now=now, knowledge=knowledge, options=options)
     if options.validate:
+        # Only the resources a finding cites: they are what a clinician is shown (and validating every
+        # resource with full models would be most of a hook call's time).
+        cited = {ref for f in result.findings for ref in f.references}
         for resource in relevant:
-            problem = validation_problem(resource)
-            if problem:
-                ref = local_reference(resource) or resource["resourceType"]
-                warnings.append(f"{ref} is not valid FHIR R4 ({problem}); read anyway")
-
-    return evaluate(record, now=now, knowledge=knowledge, options=options)
+            ref = local_reference(resource)
+            if ref in cited and (problem := validation_problem(resource)):
+                result.warnings.append(f"{ref} is not valid FHIR R4 ({problem}); read anyway")
+    return result

@@ -15,6 +15,16 @@ def _model(resource_type: str):
         return None
 
 
+READ_TYPES = ("Patient", "Medication", "MedicationRequest", "MedicationStatement", "MedicationDispense",
+              "MedicationAdministration", "Condition", "Observation")
+
+
+def preload() -> None:
+    """Import the models the review validates, at start-up rather than on a clinician's first call."""
+    for resource_type in READ_TYPES:
+        _model(resource_type)
+
+
 def validation_problem(resource: dict) -> str | None:
     """None if `resource` is valid FHIR R4, else a short description of the first problems."""
     model = _model(str(resource.get("resourceType")))

@@ -203,7 +203,7 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
             for n, path in enumerate(inputs.json_files)]
         tasks += plan_chunks(inputs.ndjson, config.chunk_bytes, first_index=len(tasks))
         skipped = [f for f in inputs.ndjson if not f.relevant]
-        state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate), config.as_of, config.options)
+        state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate, config.as_of), config.as_of, config.options)
         progress.start(sum(_task_size(t) for t in tasks))
         merger = _run_tasks(tasks, state, max(1, config.workers), progress)
 

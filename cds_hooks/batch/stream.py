@@ -14,9 +14,12 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
 
 import orjson
 
@@ -42,6 +45,7 @@ class Chunk:
     gzipped: bool
     start: int
     end: int            # exclusive; for .gz the compressed size (the file is read whole)
+    type_hint: str | None = None  # the file's one resource type, when known
 
     @property
     def size(self) -> int:
@@ -60,11 +64,19 @@ class ChunkResult:
 
 @dataclass(frozen=True)
 class StreamState:
-    """What every worker needs: the knowledge, the Medications of each export, whether to validate."""
+    """What every worker needs: the knowledge, the Medications of each export, whether to validate, and the
+    as-of date (records are kept compact: only what the rules can use as of then)."""
 
     knowledge: Knowledge
     resolvers: dict[str, Resolver]
     validate: bool
+    as_of: datetime | None = None
+
+    @cached_property
+    def lab_code(self) -> re.Pattern:
+        """Finds any LOINC the rules read, as a JSON string, in a raw line: most Observations have none."""
+        codes = b"|".join(re.escape(code.encode()) for code in self.knowledge.lab_loincs)
+        return re.compile(b'"(?:' + codes + b')"')
 
 
 def plan_chunks(files: list[NdjsonFile], chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_index: int = 0) -> list[Chunk]:
@@ -95,7 +107,8 @@ def plan_chunks(files: list[NdjsonFile], chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                     target = max(cut, target) + chunk_bytes
             bounds.append(size)
         for start, end in itertools.pairwise(bounds):
-            chunks.append(Chunk(first_index + len(chunks), f.export, str(f.path), f.label, f.gzipped, start, end))
+            chunks.append(Chunk(first_index + len(chunks), f.export, str(f.path), f.label, f.gzipped, start, end,
+                                f.type_hint))
     return chunks
 
 
@@ -114,6 +127,12 @@ def iter_lines(chunk: Chunk) -> Iterator[bytes]:
                 break
             remaining -= len(line)
             yield line
+
+
+def _looks_whole(line: bytes) -> bool:
+    """A line shaped like one JSON object. Anything else is parsed, so that it is reported as a bad record."""
+    body = line.strip()
+    return body.startswith(b"{") and body.endswith(b"}")
 
 
 def parse_line(line: bytes) -> tuple[dict | None, str | None]:
@@ -177,12 +196,17 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
     def record_of(ref: str) -> PatientRecord:
         rec = records.get(ref)
         if rec is None:
-            rec = records[ref] = PatientRecord(patient=ref)
+            rec = records[ref] = PatientRecord(patient=ref, now=state.as_of)
         return rec
 
+    observations = chunk.type_hint == "Observation"
+    lab_code = state.lab_code
     for n, line in enumerate(iter_lines(chunk), 1):
         result.lines = n
         if not line.strip():
+            continue
+        if observations and not lab_code.search(line) and _looks_whole(line):
+            result.resources += 1  # an Observation no rule reads (vital signs, other labs): not even parsed
             continue
         resource, error = parse_line(line)
         if error:
@@ -207,7 +231,9 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
                     continue
                 rec = record_of(subject)
                 facts = facts_of(resource, knowledge, resolver, rec.warnings)
-                if facts and validate:
+                # Strict validation for the medications and conditions that count; labs are read for their
+                # numbers, and validating every one of them would be most of the batch's time.
+                if validate and rtype != "Observation" and any(f.counts for f in facts):
                     problem = validation_problem(resource)
                     if problem:
                         ref = local_reference(resource) or rtype
@@ -225,10 +251,5 @@ def merge_into(target: dict[str, PatientRecord], part: dict[str, PatientRecord])
         into = target.get(ref)
         if into is None:
             target[ref] = rec
-            continue
-        into.medications.extend(rec.medications)
-        into.conditions.extend(rec.conditions)
-        into.labs.extend(rec.labs)
-        into.warnings.extend(rec.warnings)
-        if rec.deceased and not into.deceased:
-            into.deceased = rec.deceased
+        else:
+            into.merge(rec)

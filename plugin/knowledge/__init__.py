@@ -75,6 +75,8 @@ class Knowledge:
     condition_word_ids: dict[str, tuple[str, ...]]
     labs: dict[str, LabCode]
     monitoring_labs: dict[str, str]
+    # Drug and condition texts repeat endlessly across records: remember what the word patterns found.
+    word_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def lab_loincs(self) -> tuple[str, ...]:
