@@ -228,3 +228,22 @@ def test_patients_are_merged_within_an_export_never_across_exports(tmp_path):
     p2 = [r for r in result.reviewed if r.patient == "Patient/p2"]
     assert [(Path(r.source).name, r.contributor_ids) for r in p2] == [("a", ["laba"]), ("b", ["loop-diuretic"])]
     assert any("Patient/p2 appears in 2 inputs" in w for w in result.warnings)
+
+
+def test_observations_no_rule_reads_are_skipped_unparsed_but_broken_lines_still_reported(tmp_path):
+    """Most Observations are vital signs or other labs: they are counted but not parsed. A line that is not
+    even shaped like one JSON object is still parsed, and reported."""
+    folder = panel(tmp_path / "export")
+    path = folder / "Observation.000.ndjson"
+    vital = {"resourceType": "Observation", "id": "bp", "status": "final",
+             "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+             "subject": {"reference": "Patient/p1"}}
+    with path.open("a") as fh:
+        fh.write(json.dumps(vital) + "\n")                                    # 4: skipped, counted
+        fh.write('{"resourceType": "Observation", "oops" }\n')                 # 5: object-shaped, no lab code
+        fh.write('{"resourceType": "Observation", "code": "2823-3" \n')        # 6: truncated, names a lab code
+        fh.write("garbage\n")                                                  # 7
+    result = run_review([str(folder)], RunConfig(as_of=NOW))
+    assert findings(result) == EXPECTED
+    assert [(Path(b.file).name, b.line) for b in result.bad_records] == [
+        ("Observation.000.ndjson", 6), ("Observation.000.ndjson", 7)]

@@ -109,3 +109,24 @@ def test_records_dated_after_now_are_not_yet_current():
     rv = review([patient(), med_request("m1", rx("310798"), authored="2027-03-01"),
                  condition("c1", icd("K74.60"), onset="2027-01-01")], now=NOW)
     assert rv.findings == []
+
+
+def test_compact_record_keeps_only_what_the_rules_can_use():
+    """With `now`, a record keeps the latest usable result per analyte (and the latest lab of any kind)."""
+    from plugin.record import PatientRecord
+    from plugin.review import facts_of
+    from plugin.fhir_read import Resolver
+    from plugin import default_knowledge
+
+    record = PatientRecord(now=NOW)
+    labs = [lab(f"k{i}", "2823-3", 3.0 + i / 10, "mmol/L", when=f"2026-0{i}-01T08:00:00Z") for i in range(1, 8)]
+    labs.append(lab("future", "2823-3", 2.0, "mmol/L", when="2027-01-01T08:00:00Z"))
+    labs.append(lab("cr", "2160-0", 1.0, "mg/dL", when="2026-09-01T08:00:00Z"))
+    stopped = med_request("s", rx("617312"), status="stopped")
+    for resource in [*labs, stopped]:
+        for fact in facts_of(resource, default_knowledge(), Resolver(), []):
+            record.add(fact)
+    assert sorted(f.reference for f in record.labs) == ["Observation/cr", "Observation/k7"]
+    assert record.medications == []  # a stopped order can never be a finding
+    full = review([patient(), *labs, stopped], now=NOW)
+    assert [f.contributor for f in full.findings] == []  # 3.7 mmol/L is the latest potassium: not low
