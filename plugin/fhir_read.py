@@ -251,8 +251,17 @@ def _medication_start(resource: dict) -> str | None:
 
 
 def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *, ordered: bool = False,
-                    warnings: list[str] | None = None) -> MedicationFact | None:
+                    warnings: list[str] | None = None, current_only: bool = False) -> MedicationFact | None:
+    """The fact of one medication resource, or None when it names no contributor.
+
+    `current_only`: None as well when its status does not count (checked first: most orders in a long
+    record are stopped or completed, and matching them would be wasted).
+    """
     rtype = resource.get("resourceType")
+    status = resource.get("status") if isinstance(resource.get("status"), str) else None
+    counts = ordered or (status in COUNTING_STATUS.get(rtype, ()) and resource.get("doNotPerform") is not True)
+    if current_only and not counts:
+        return None
     concepts, display, problem = _medication_concepts(resource, resolver)
     ref = local_reference(resource) or f"{rtype}/(no id)"
     if problem and warnings is not None:
@@ -260,14 +269,12 @@ def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *,
     contributors, how = match_drug(concepts, [display] if display else [], knowledge)
     if not contributors:
         return None
-    status = resource.get("status") if isinstance(resource.get("status"), str) else None
-    counts = status in COUNTING_STATUS.get(rtype, ()) and resource.get("doNotPerform") is not True
     start = _medication_start(resource)
     description = (next((label for c in concepts if (label := concept_label(c))), None) or display
                    or _known_name(concepts, knowledge) or "medication (no name on record)")
     return MedicationFact(
         reference=ref, contributors=contributors, description=description, matched_by=how, status=status,
-        counts=counts or ordered, start=start,
+        counts=counts, start=start,
         dispensed=start if rtype == "MedicationDispense" else None, ordered=ordered,
     )
 
@@ -314,14 +321,17 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
     return tuple(found), how
 
 
-def condition_fact(resource: dict, knowledge: Knowledge) -> ConditionFact | None:
-    contributors, how = match_condition(resource.get("code"), knowledge)
-    if not contributors:
-        return None
+def condition_fact(resource: dict, knowledge: Knowledge, *, current_only: bool = False) -> ConditionFact | None:
+    """The fact of one Condition, or None when it names no contributor (or, `current_only`, does not count)."""
     clinical = _status_code(resource.get("clinicalStatus"))
     verification = _status_code(resource.get("verificationStatus"))
     abated = any(k.startswith("abatement") for k in resource)
     counts = (clinical in ACTIVE_CLINICAL or (clinical is None and not abated)) and verification not in VOID_VERIFICATION
+    if current_only and not counts:
+        return None
+    contributors, how = match_condition(resource.get("code"), knowledge)
+    if not contributors:
+        return None
     date = first_date(resource, ("onsetDateTime", "onsetPeriod", "recordedDate"))
     return ConditionFact(
         reference=local_reference(resource) or "Condition/(no id)", contributors=contributors,

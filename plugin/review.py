@@ -23,14 +23,18 @@ from plugin.validation import validation_problem
 Fact = MedicationFact | ConditionFact | LabFact
 
 
-def facts_of(resource: dict, knowledge: Knowledge, resolver: Resolver, warnings: list[str]) -> list[Fact]:
-    """The facts one resource contributes (usually none: most resources are irrelevant)."""
+def facts_of(resource: dict, knowledge: Knowledge, resolver: Resolver, warnings: list[str], *,
+             current_only: bool = False) -> list[Fact]:
+    """The facts one resource contributes (usually none: most resources are irrelevant).
+
+    `current_only`: leave out medications and conditions whose status never counts (for compact records).
+    """
     rtype = resource.get("resourceType")
     if rtype in MEDICATION_TYPES:
-        fact = medication_fact(resource, knowledge, resolver, warnings=warnings)
+        fact = medication_fact(resource, knowledge, resolver, warnings=warnings, current_only=current_only)
         return [fact] if fact else []
     if rtype == "Condition":
-        fact = condition_fact(resource, knowledge)
+        fact = condition_fact(resource, knowledge, current_only=current_only)
         return [fact] if fact else []
     if rtype == "Observation":
         return lab_facts(resource, knowledge)
@@ -109,7 +113,7 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
         if record.patient and subject and subject != record.patient:
             others[resource["resourceType"]] += 1
             continue
-        facts = facts_of(resource, knowledge, resolver, warnings)
+        facts = facts_of(resource, knowledge, resolver, warnings, current_only=True)
         if facts:
             relevant.append(resource)
         for fact in facts:
