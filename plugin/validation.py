@@ -1,8 +1,11 @@
 """Strict FHIR R4 validation with fhir.resources (R4B models), used to report, never to reject."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from functools import lru_cache
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -25,8 +28,34 @@ def preload() -> None:
         _model(resource_type)
 
 
+_RESULTS: OrderedDict[bytes, str | None] = OrderedDict()  # canonical JSON -> problem, most recent last
+_RESULTS_LIMIT = 4096
+_RESULTS_LOCK = threading.Lock()
+
+
 def validation_problem(resource: dict) -> str | None:
-    """None if `resource` is valid FHIR R4, else a short description of the first problems."""
+    """None if `resource` is valid FHIR R4, else a short description of the first problems.
+
+    Results are remembered by the resource's canonical JSON: an EHR sends the same chart again and again
+    (order-select fires on every change of the order), and full model validation is the costly part.
+    """
+    try:
+        key = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):
+        return _validate(resource)
+    with _RESULTS_LOCK:
+        if key in _RESULTS:
+            _RESULTS.move_to_end(key)
+            return _RESULTS[key]
+    problem = _validate(resource)
+    with _RESULTS_LOCK:
+        _RESULTS[key] = problem
+        if len(_RESULTS) > _RESULTS_LIMIT:
+            _RESULTS.popitem(last=False)
+    return problem
+
+
+def _validate(resource: dict) -> str | None:
     model = _model(str(resource.get("resourceType")))
     if model is None:
         return f"unknown resourceType {resource.get('resourceType')!r}"
