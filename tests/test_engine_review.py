@@ -113,10 +113,10 @@ def test_records_dated_after_now_are_not_yet_current():
 
 def test_compact_record_keeps_only_what_the_rules_can_use():
     """With `now`, a record keeps the latest usable result per analyte (and the latest lab of any kind)."""
+    from plugin import default_knowledge
+    from plugin.fhir_read import Resolver
     from plugin.record import PatientRecord
     from plugin.review import facts_of
-    from plugin.fhir_read import Resolver
-    from plugin import default_knowledge
 
     record = PatientRecord(now=NOW)
     labs = [lab(f"k{i}", "2823-3", 3.0 + i / 10, "mmol/L", when=f"2026-0{i}-01T08:00:00Z") for i in range(1, 8)]
