@@ -50,18 +50,18 @@ def floor(folder: Path) -> dict:
 
 
 def batch(folder: Path, workers: int, out: Path, validate: bool) -> dict:
-    """The batch review through its Python API, report rendered as JSON and written, as the CLI does."""
+    """The batch review through its Python API, the JSON report streamed to the file, as the CLI does."""
     from datetime import UTC, datetime
 
     from cds_hooks.batch import RunConfig, run_review
-    from cds_hooks.batch.report import render, write
+    from cds_hooks.batch.report import write_report
     from plugin import ReviewOptions
 
     started = time.perf_counter()
     config = RunConfig(as_of=datetime.now(UTC), options=ReviewOptions(validate=validate), workers=workers)
     result = run_review([str(folder)], config)
     reviewed = time.perf_counter()
-    write(render(result, "json"), str(out))
+    write_report(result, "json", str(out))
     done = time.perf_counter()
     return {"seconds": done - started, "review_seconds": reviewed - started, "report_seconds": done - reviewed,
             "patients": len(result.reviewed), "resources": result.stats.resources,

@@ -9,11 +9,13 @@
 | `bundles` | Bundle / loose-resource JSON files -> `plugin.review` per patient |
 | `fhir_source` | a FHIR server: Bulk `$export` (kick-off, poll, download) or per-patient searches |
 | `runner` | orchestration: tasks, process pool, ordered merge, `plugin.rules.evaluate`, filters |
+| `shards` | per-patient partial records and results spilled to disk by shard (flat memory) |
 | `progress` | tqdm bar on a terminal, one JSON summary line otherwise |
 | `report`, `html_report` | JSON / CSV / self-contained HTML |
 | `cli` | the `review` subcommand (`add_parser`, `configure`, `run`) |
 
-Library use: `run_review(["export/"], RunConfig(as_of=...))` -> `BatchResult`; `report.render(result, "json")`.
+Library use: `run_review(["export/"], RunConfig(as_of=...))` -> `BatchResult` (patients read back from disk);
+`report.write_report(result, "json", path)` streams the report, `report.render(result, "json")` returns it.
 """
 from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult
 from cds_hooks.batch.runner import RunConfig, run_review

@@ -19,7 +19,7 @@ from cds_hooks.batch.errors import BatchError
 from cds_hooks.batch.fhir_source import TOKEN_ENV, FhirOptions
 from cds_hooks.batch.inputs import is_url
 from cds_hooks.batch.progress import Progress
-from cds_hooks.batch.report import FORMATS, format_for, render, write
+from cds_hooks.batch.report import FORMATS, format_for, write_report
 from cds_hooks.batch.runner import RunConfig, default_workers, run_review
 from cds_hooks.batch.stream import DEFAULT_CHUNK_BYTES
 from plugin import ReviewOptions, default_knowledge
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, chunk_bytes=args.chunk_bytes, fhir=fhir,
             only_documented_cramps=args.only_documented_cramps, contributors=tuple(dict.fromkeys(args.contributor)))
         result = run_review(list(args.inputs), config, progress)
-        write(render(result, fmt), args.out)
+        write_report(result, fmt, args.out)
     except BatchError as exc:
         progress.close()
         print(f"cramp-cds review: {exc}", file=sys.stderr)

@@ -4,7 +4,11 @@ Every value from the data is escaped with `html.escape`. Patients appear by refe
 """
 from __future__ import annotations
 
+import io
+import tempfile
+from collections.abc import Iterable
 from html import escape
+from typing import TextIO
 
 from cds_hooks.batch.model import BatchResult, PatientResult
 from cds_hooks.batch.report import as_of_text, counts, totals
@@ -59,53 +63,77 @@ def _bar_chart(rows: list[tuple[str, int]], total: int) -> str:
     return "".join(parts)
 
 
-def _patient_rows(patients: list[PatientResult], knowledge: Knowledge) -> str:
+def _patient_rows(p: PatientResult) -> list[str]:
+    """The table rows of one patient with cramps documented (at least one)."""
+    listed = [f for f in p.review.findings if f.contributor != TRIGGER]
+    cramps = next((f for f in p.review.findings if f.contributor == TRIGGER), None)
+    head = f'<span class="ref">{_e(p.patient or "(no patient reference)")}</span>'
+    if cramps:
+        head += f'<br><span class="note">cramps: {_e(cramps.reason)}</span>'
+    if not listed:
+        return [f'<tr><td>{head}</td><td colspan="4" class="note">no contributor found</td></tr>']
     rows = []
-    for p in patients:
-        listed = [f for f in p.review.findings if f.contributor != TRIGGER]
-        cramps = next((f for f in p.review.findings if f.contributor == TRIGGER), None)
-        head = f'<span class="ref">{_e(p.patient or "(no patient reference)")}</span>'
-        if cramps:
-            head += f'<br><span class="note">cramps: {_e(cramps.reason)}</span>'
-        if not listed:
-            rows.append(f'<tr><td>{head}</td><td colspan="4" class="note">no contributor found</td></tr>')
-            continue
-        for i, f in enumerate(listed):
-            first = f'<td rowspan="{len(listed)}">{head}</td>' if i == 0 else ""
-            rows.append(f"<tr>{first}<td>{_e(f.label)}</td><td class=\"grade\">{_e(f.grade)} "
-                        f"({_e(', '.join(f.sources))})</td><td>{_e(f.reason)}</td><td class=\"date\">{_e(f.date or '')}</td></tr>")
-    return "\n".join(rows)
+    for i, f in enumerate(listed):
+        first = f'<td rowspan="{len(listed)}">{head}</td>' if i == 0 else ""
+        rows.append(f"<tr>{first}<td>{_e(f.label)}</td><td class=\"grade\">{_e(f.grade)} "
+                    f"({_e(', '.join(f.sources))})</td><td>{_e(f.reason)}</td><td class=\"date\">{_e(f.date or '')}</td></tr>")
+    return rows
 
 
-def _table(headers: tuple[str, ...], rows: str) -> str:
-    if not rows:
-        return '<p class="note">None.</p>'
+def _other_row(p: PatientResult) -> str:
+    return (f'<tr><td class="ref">{_e(p.patient)}</td><td>{_e(", ".join(f.label for f in p.review.contributors))}</td>'
+            "</tr>")
+
+
+def _table_start(headers: tuple[str, ...]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
 
 
-def _issues(lines: list[str]) -> str:
-    if not lines:
-        return '<p class="note">None.</p>'
+_TABLE_END = "\n</tbody>\n</table>"
+_NONE = '<p class="note">None.</p>'
+
+
+def _write_rows(out: TextIO, rows: Iterable[str]) -> None:
+    """Rows joined by newlines, written one by one."""
+    first = True
+    for row in rows:
+        if not first:
+            out.write("\n")
+        out.write(row)
+        first = False
+
+
+def _issues(lines: list[str], total: int | None = None) -> str:
+    """The first MAX_LISTED_ISSUES of `total` lines (default: all of `lines`; `lines` holds at least the first)."""
+    total = len(lines) if total is None else total
+    if not total:
+        return _NONE
     shown = "\n".join(_e(line) for line in lines[:MAX_LISTED_ISSUES])
-    more = (f'<p class="note">and {len(lines) - MAX_LISTED_ISSUES} more (see the JSON report)</p>'
-            if len(lines) > MAX_LISTED_ISSUES else "")
+    more = (f'<p class="note">and {total - MAX_LISTED_ISSUES} more (see the JSON report)</p>'
+            if total > MAX_LISTED_ISSUES else "")
     return f'<div class="issues">{shown}</div>{more}'
 
 
 def to_html(result: BatchResult, knowledge: Knowledge | None = None) -> str:
+    out = io.StringIO()
+    write_html(result, out, knowledge)
+    return out.getvalue()
+
+
+def write_html(result: BatchResult, out: TextIO, knowledge: Knowledge | None = None) -> None:
+    """The page, written with one pass over the listed patients: the first table goes straight out, the
+    second is held in a temporary file (in memory while small) until the first is done."""
     knowledge = knowledge or default_knowledge()
+    summary = result.get_summary()
     c = counts(result)
     as_of = as_of_text(result)
     tot = totals(result, knowledge)
-    listed = result.patients
     label = {cid: knowledge.contributors[cid].label for cid in tot}
     chart_rows = [(label[cid], n) for cid, n in tot.items() if cid != TRIGGER]
     table_rows = "".join(
         f"<tr><td>{_e(label[cid])}</td><td class=\"ref\">{_e(cid)}</td><td>{_e(knowledge.contributors[cid].grade)}"
         f"</td><td class=\"n\">{n}</td></tr>" for cid, n in tot.items())
-    with_cramps = [p for p in listed if p.review.documented_cramps]
-    others = [p for p in listed if not p.review.documented_cramps and p.review.contributors]
     filters = []
     if result.filters.get("onlyDocumentedCramps"):
         filters.append("only patients with leg cramps documented")
@@ -113,12 +141,7 @@ def to_html(result: BatchResult, knowledge: Knowledge | None = None) -> str:
         filters.append("patients with any of: " + ", ".join(result.filters["contributors"]))
     filter_note = (f'<p class="note">Listed: {c["listed"]} of {c["patients"]} patients ({_e("; ".join(filters))}).'
                    "</p>" if filters else "")
-    warnings = list(result.warnings) + [f"{p.patient}: {w}" for p in listed for w in p.review.warnings]
-    bad = [str(b) for b in result.bad_records]
-    other_rows = "\n".join(
-        f'<tr><td class="ref">{_e(p.patient)}</td><td>{_e(", ".join(f.label for f in p.review.contributors))}</td>'
-        "</tr>" for p in others)
-    return f"""<!DOCTYPE html>
+    out.write(f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -144,15 +167,44 @@ judges whether each contributor is relevant.</p>
 <thead><tr><th>Contributor</th><th>Id</th><th>Evidence grade</th><th>Patients</th></tr></thead>
 <tbody>{table_rows}</tbody>
 </table>
-<h2>Patients with leg cramps documented ({len(with_cramps)})</h2>
-{_table(("Patient", "Contributor", "Grade (sources)", "Why", "Date"), _patient_rows(with_cramps, knowledge))}
-<h2>Other patients with contributors, cramps not documented ({len(others)})</h2>
-{_table(("Patient", "Contributors"), other_rows)}
-<h2>Data-quality warnings ({len(warnings)})</h2>
-{_issues(warnings)}
+<h2>Patients with leg cramps documented ({summary.listed_with_cramps})</h2>
+""")
+    warnings = list(result.warnings)
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8", newline="") as others:
+        if summary.listed_with_cramps:
+            out.write(_table_start(("Patient", "Contributor", "Grade (sources)", "Why", "Date")))
+        first_cramps = first_other = True
+        for p in result.patients:
+            if len(warnings) < MAX_LISTED_ISSUES:
+                warnings.extend(f"{p.patient}: {w}" for w in p.review.warnings)
+            if p.review.documented_cramps:
+                if not first_cramps:
+                    out.write("\n")
+                _write_rows(out, _patient_rows(p))
+                first_cramps = False
+            elif p.review.contributors:
+                if not first_other:
+                    others.write("\n")
+                others.write(_other_row(p))
+                first_other = False
+        out.write(_TABLE_END if summary.listed_with_cramps else _NONE)
+        out.write(f"\n<h2>Other patients with contributors, cramps not documented ({summary.listed_others})</h2>\n")
+        if summary.listed_others:
+            out.write(_table_start(("Patient", "Contributors")))
+            others.seek(0)
+            while block := others.read(1 << 16):
+                out.write(block)
+            out.write(_TABLE_END)
+        else:
+            out.write(_NONE)
+    n_warnings = len(result.warnings) + summary.listed_warnings
+    bad = [str(b) for b in result.bad_records]
+    out.write(f"""
+<h2>Data-quality warnings ({n_warnings})</h2>
+{_issues(warnings, n_warnings)}
 <h2>Bad records ({len(bad)})</h2>
 {_issues(bad)}
 <p class="note">Generated by cramp-cds batch review. Patients are named by FHIR reference only.</p>
 </body>
 </html>
-"""
+""")

@@ -1,8 +1,14 @@
 """The values the batch passes between its steps: bad records, per-patient results, the whole run."""
 from __future__ import annotations
 
+import heapq
+import pickle
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import overload
 
 from plugin import Review
 
@@ -50,17 +56,112 @@ class Stats:
     skipped_files: int = 0      # ndjson files of a type the engine does not read, skipped unread
 
 
+def row_key(p: PatientResult) -> tuple[str, str]:
+    """The report's order: by patient reference, then source."""
+    return p.patient, p.source
+
+
+def read_pickles(path: Path) -> Iterator:
+    """The objects pickled one after the other into `path` (e.g. the sorted rows of one shard, see shards.py)."""
+    with open(path, "rb") as fh:
+        while True:
+            try:
+                yield pickle.load(fh)
+            except EOFError:
+                return
+
+
+class PatientRows(Sequence[PatientResult]):
+    """Reviewed patients kept on disk: sorted shard files read back as one sorted stream (`heapq.merge`).
+
+    Iterating reads the files again each time (one row in memory per shard); `len()` is known; indexing reads
+    the rows up to the index, which is fine for small runs and tests. `owner` (the temporary directory of the
+    files) is kept alive as long as the rows are.
+    """
+
+    def __init__(self, files: list[Path], length: int, keep: Callable[[PatientResult], bool] | None = None,
+                 owner: object = None) -> None:
+        self.files, self.length, self.keep, self.owner = files, length, keep, owner
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[PatientResult]:
+        rows = heapq.merge(*(read_pickles(f) for f in self.files), key=row_key)
+        return rows if self.keep is None else filter(self.keep, rows)
+
+    @overload
+    def __getitem__(self, index: int) -> PatientResult: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[PatientResult]: ...
+    def __getitem__(self, index):
+        return list(self)[index]
+
+    def __repr__(self) -> str:
+        return f"PatientRows({self.length} patients in {len(self.files)} files)"
+
+
+@dataclass
+class Summary:
+    """What the report needs before its patient list, computed in one pass over every patient reviewed."""
+
+    patients: int = 0
+    documented_cramps: int = 0
+    with_contributor: int = 0
+    deceased: int = 0
+    listed: int = 0                  # after filters
+    listed_with_cramps: int = 0      # listed, cramps documented (HTML's first table)
+    listed_others: int = 0           # listed, cramps not documented, any contributor (HTML's second table)
+    listed_warnings: int = 0         # per-patient warnings of the listed patients
+    contributors: Counter = field(default_factory=Counter)   # listed patients per contributor id
+
+    def add(self, p: PatientResult, listed: bool) -> None:
+        rv = p.review
+        self.patients += 1
+        self.documented_cramps += rv.documented_cramps
+        self.with_contributor += bool(rv.contributors)
+        self.deceased += rv.deceased
+        if listed:
+            self._list(p)
+
+    def _list(self, p: PatientResult) -> None:
+        rv = p.review
+        self.listed += 1
+        self.listed_with_cramps += rv.documented_cramps
+        self.listed_others += not rv.documented_cramps and bool(rv.contributors)
+        self.listed_warnings += len(rv.warnings)
+        self.contributors.update(set(p.contributor_ids))
+
+    @classmethod
+    def of(cls, reviewed: Iterable[PatientResult], selected: Iterable[PatientResult] | None) -> Summary:
+        summary = cls()
+        for p in reviewed:
+            summary.add(p, listed=selected is None)
+        for p in selected or ():
+            summary._list(p)
+        return summary
+
+
 @dataclass
 class BatchResult:
+    """A run's outcome. `reviewed` (and `selected`) may be lists or `PatientRows` on disk; `summary` holds the
+    counts the reports need (computed by the runner; `Summary.of` for a result built by hand)."""
+
     as_of: datetime
     knowledge_version: str
-    reviewed: list[PatientResult] = field(default_factory=list)   # every patient, sorted by reference
+    reviewed: Sequence[PatientResult] = field(default_factory=list)   # every patient, sorted by reference
     bad_records: list[BadRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)             # run-level data-quality warnings
     stats: Stats = field(default_factory=Stats)
-    selected: list[PatientResult] | None = None                   # after filters; None = all
+    selected: Sequence[PatientResult] | None = None               # after filters; None = all
     filters: dict = field(default_factory=dict)                   # {"onlyDocumentedCramps": …, "contributors": […]}
+    summary: Summary | None = None
 
     @property
-    def patients(self) -> list[PatientResult]:
+    def patients(self) -> Sequence[PatientResult]:
         return self.reviewed if self.selected is None else self.selected
+
+    def get_summary(self) -> Summary:
+        if self.summary is None:
+            self.summary = Summary.of(self.reviewed, self.selected)
+        return self.summary

@@ -1,6 +1,10 @@
 """The batch report as JSON (for tools), CSV (one row per finding) or HTML (for people; see html_report).
 
 Every format is deterministic for the same inputs and options: no run time or host in it.
+
+The reports are written patient by patient (`write_json`, `write_csv`, `write_html` into a text stream;
+`write_report` to a file or stdout): the counts and totals come from the result's `Summary`, so the patient
+list is never held whole in memory. `render` / `to_json` / `to_csv` return the same text as a string.
 """
 from __future__ import annotations
 
@@ -10,8 +14,10 @@ import json
 import os
 import sys
 import tempfile
-from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from cds_hooks.batch.errors import OutputError
 from cds_hooks.batch.model import BatchResult, PatientResult
@@ -38,18 +44,18 @@ def patient_dict(p: PatientResult) -> dict:
 
 def totals(result: BatchResult, knowledge: Knowledge) -> dict[str, int]:
     """Patients (of those listed) with each contributor, in the knowledge's order (most important first)."""
-    counts = Counter(cid for p in result.patients for cid in dict.fromkeys(p.contributor_ids))
+    counts = result.get_summary().contributors
     return {cid: counts[cid] for cid in sorted(counts, key=knowledge.order)}
 
 
 def counts(result: BatchResult) -> dict[str, int]:
-    reviewed = result.reviewed
+    summary = result.get_summary()
     return {
-        "patients": len(reviewed),
-        "documentedCramps": sum(p.review.documented_cramps for p in reviewed),
-        "withContributor": sum(bool(p.review.contributors) for p in reviewed),
-        "deceased": sum(p.review.deceased for p in reviewed),
-        "listed": len(result.patients),
+        "patients": summary.patients,
+        "documentedCramps": summary.documented_cramps,
+        "withContributor": summary.with_contributor,
+        "deceased": summary.deceased,
+        "listed": summary.listed,
         "badRecords": len(result.bad_records),
     }
 
@@ -58,19 +64,37 @@ def as_of_text(result: BatchResult) -> str:
     return result.as_of.date().isoformat()
 
 
-def to_json(result: BatchResult, knowledge: Knowledge | None = None) -> str:
+_PATIENTS_SLOT = '\n  "patients": []'
+
+
+def write_json(result: BatchResult, out: TextIO, knowledge: Knowledge | None = None) -> None:
+    """The text of `json.dumps(doc, indent=2, ensure_ascii=False)`, written one patient at a time."""
     knowledge = knowledge or default_knowledge()
     doc = {
         "asOf": as_of_text(result),
         "knowledgeVersion": result.knowledge_version,
         "filters": result.filters,
         "counts": counts(result),
-        "patients": [patient_dict(p) for p in result.patients],
+        "patients": [],
         "badRecords": [b.to_dict() for b in result.bad_records],
         "warnings": list(result.warnings),
         "totals": totals(result, knowledge),
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    # JSON strings hold no raw newline: the top-level key is found exactly once
+    head, tail = json.dumps(doc, indent=2, ensure_ascii=False).split(_PATIENTS_SLOT, 1)
+    out.write(head)
+    separator = '\n  "patients": [\n    '
+    for p in result.patients:
+        out.write(separator)
+        out.write(json.dumps(patient_dict(p), indent=2, ensure_ascii=False).replace("\n", "\n    "))
+        separator = ",\n    "
+    out.write(_PATIENTS_SLOT if separator.startswith("\n") else "\n  ]")
+    out.write(tail)
+    out.write("\n")
+
+
+def to_json(result: BatchResult, knowledge: Knowledge | None = None) -> str:
+    return _to_string(write_json, result, knowledge)
 
 
 def _cell(value: object) -> str:
@@ -79,29 +103,44 @@ def _cell(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def to_csv(result: BatchResult, knowledge: Knowledge | None = None) -> str:
-    out = io.StringIO()
+def write_csv(result: BatchResult, out: TextIO, knowledge: Knowledge | None = None) -> None:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for p in result.patients:
         cramps = "true" if p.review.documented_cramps else "false"
-        for f in p.review.findings:
-            writer.writerow([_cell(v) for v in (
-                p.patient, f.contributor, f.category, f.grade, " ".join(f.sources), f.date or "",
-                " ".join(f.references), f.reason, cramps)])
+        writer.writerows([_cell(v) for v in (
+            p.patient, f.contributor, f.category, f.grade, " ".join(f.sources), f.date or "",
+            " ".join(f.references), f.reason, cramps)] for f in p.review.findings)
+
+
+def to_csv(result: BatchResult, knowledge: Knowledge | None = None) -> str:
+    return _to_string(write_csv, result, knowledge)
+
+
+Writer = Callable[[BatchResult, TextIO, Knowledge | None], None]
+
+
+def writer_for(fmt: str) -> Writer:
+    if fmt == "json":
+        return write_json
+    if fmt == "csv":
+        return write_csv
+    if fmt == "html":
+        from cds_hooks.batch.html_report import write_html
+
+        return write_html
+    raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def _to_string(writer: Writer, result: BatchResult, knowledge: Knowledge | None) -> str:
+    out = io.StringIO()
+    writer(result, out, knowledge)
     return out.getvalue()
 
 
 def render(result: BatchResult, fmt: str, knowledge: Knowledge | None = None) -> str:
-    if fmt == "json":
-        return to_json(result, knowledge)
-    if fmt == "csv":
-        return to_csv(result, knowledge)
-    if fmt == "html":
-        from cds_hooks.batch.html_report import to_html
-
-        return to_html(result, knowledge)
-    raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    """The whole report as one string (for small runs and tests; `write_report` streams it to a file)."""
+    return _to_string(writer_for(fmt), result, knowledge)
 
 
 def format_for(out: str | None, fmt: str | None) -> str:
@@ -112,22 +151,40 @@ def format_for(out: str | None, fmt: str | None) -> str:
     return {"htm": "html"}.get(suffix, suffix) if suffix in (*FORMATS, "htm") else "json"
 
 
-def write(text: str, out: str | None) -> None:
-    """Write to `out` atomically (a temporary file renamed into place), or to stdout when `out` is None/'-'."""
+@contextmanager
+def _output(out: str | None) -> Iterator[TextIO]:
+    """A text stream to `out`, replaced atomically (a temporary file renamed into place) once complete; or
+    stdout when `out` is None/'-'."""
     if not out or out == "-":
-        sys.stdout.write(text)
+        yield sys.stdout
         sys.stdout.flush()
         return
     path = Path(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     except OSError as exc:
         raise OutputError(f"could not write the report to {out}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="", buffering=1 << 20) as fh:
+            yield fh
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"could not write the report to {out}: {exc.strerror or type(exc).__name__}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(result: BatchResult, fmt: str, out: str | None, knowledge: Knowledge | None = None) -> None:
+    """Write the report in `fmt` to `out` (see `write`), patient by patient: memory does not grow with the run."""
+    writer = writer_for(fmt)
+    with _output(out) as fh:
+        writer(result, fh, knowledge)
+
+
+def write(text: str, out: str | None) -> None:
+    """Write to `out` atomically (a temporary file renamed into place), or to stdout when `out` is None/'-'."""
+    with _output(out) as fh:
+        fh.write(text)

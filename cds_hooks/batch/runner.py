@@ -3,14 +3,22 @@
 Every input kind ends in the engine the live service uses: Bundle files and per-patient FHIR searches
 go through `plugin.review`; ndjson goes through `plugin.review.facts_of` into `PatientRecord`s that
 `plugin.rules.evaluate` reviews. Work is split into tasks (one per JSON file, one per ndjson chunk);
-with `workers > 1` they run in a process pool, and their results are merged in task order, so the
+with `workers > 1` they run in a process pool, and their results are taken in task order, so the
 report is identical for any number of workers.
+
+Memory: per-patient data does not stay in the parent. Task results are spilled to shard files on disk
+(shards.py) as they arrive; then each shard is merged, reviewed and written back sorted, and the result's
+`reviewed` rows are read from those files (`PatientRows`) by the reports, one patient at a time.
 """
 from __future__ import annotations
 
+import gc
+import itertools
 import os
+import pickle
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,21 +29,20 @@ from cds_hooks.batch.bundles import JsonResult, JsonTask, process_json_file, rev
 from cds_hooks.batch.errors import InputError
 from cds_hooks.batch.fhir_source import FhirOptions, FhirSource, public_url
 from cds_hooks.batch.inputs import Inputs, discover
-from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult
+from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult, PatientRows, Summary, row_key
 from cds_hooks.batch.progress import Progress
+from cds_hooks.batch.shards import SHARDS, Spill, pack_records
 from cds_hooks.batch.stream import (
     DEFAULT_CHUNK_BYTES,
     Chunk,
     ChunkResult,
     StreamState,
     load_medications,
-    merge_into,
     plan_chunks,
     process_chunk,
 )
 from plugin import ReviewOptions, default_knowledge, review
 from plugin.knowledge import Knowledge
-from plugin.record import PatientRecord
 from plugin.rules import evaluate
 
 LOOSE_SOURCE = "loose resource files"
@@ -58,6 +65,24 @@ class _WorkerState:
     stream: StreamState
     as_of: datetime
     options: ReviewOptions
+    shards: int = SHARDS
+
+
+@dataclass
+class _Packed:
+    """A chunk's result with its per-patient records already pickled by shard (the parent just appends them)."""
+
+    result: ChunkResult
+    shards: dict[int, bytes]
+    patients: int
+
+    @property
+    def index(self) -> int:
+        return self.result.index
+
+    @property
+    def resources(self) -> int:
+        return self.result.resources
 
 
 _STATE: _WorkerState | None = None
@@ -66,15 +91,22 @@ _STATE: _WorkerState | None = None
 def _init_worker(state: _WorkerState) -> None:
     global _STATE
     _STATE = state
+    gc.freeze()   # the knowledge and the Medications live as long as the worker: no GC walks over them
 
 
-def _execute(task: Chunk | JsonTask, state: _WorkerState) -> ChunkResult | JsonResult:
+def _execute(task: Chunk | JsonTask, state: _WorkerState, pack: bool = True) -> _Packed | ChunkResult | JsonResult:
+    """Run one task. In a worker (`pack`), a chunk's records are pickled by shard there, not in the parent."""
     if isinstance(task, Chunk):
-        return process_chunk(task, state.stream)
+        result = process_chunk(task, state.stream)
+        if not pack:
+            return result
+        packed = pack_records(task.export, result.records, state.shards)
+        patients, result.records = len(result.records), {}
+        return _Packed(result, packed, patients)
     return process_json_file(task, now=state.as_of, options=state.options, knowledge=state.stream.knowledge)
 
 
-def _run_in_worker(task: Chunk | JsonTask) -> ChunkResult | JsonResult:
+def _run_in_worker(task: Chunk | JsonTask) -> _Packed | JsonResult:
     assert _STATE is not None
     return _execute(task, _STATE)
 
@@ -84,70 +116,84 @@ def _task_size(task: Chunk | JsonTask) -> int:
 
 
 class _Merger:
-    """Folds task results in task order into per-(export, patient) records and per-file reviews."""
+    """Takes task results in task order: per-patient parts go to the spill, small run-level things stay here."""
 
-    def __init__(self, tasks: list[Chunk | JsonTask]) -> None:
+    def __init__(self, tasks: list[Chunk | JsonTask], spill: Spill) -> None:
         self.tasks = tasks
-        self.records: dict[tuple[str, str], PatientRecord] = {}
-        self.reviews: list[PatientResult] = []
+        self.spill = spill
         self.loose: list[dict] = []
         self.bad: list[BadRecord] = []
         self.unattributed: Counter[str] = Counter()
         self.skipped_json: list[str] = []
         self.resources = 0
         self.lines = 0
+        self.patients = 0          # for the progress bar: Bundle patients + records of Patient files so far
         self._file_lines: Counter[str] = Counter()
-        self._per_export: dict[str, dict[str, PatientRecord]] = {}
 
-    @property
-    def patients(self) -> int:
-        return sum(len(r) for r in self._per_export.values()) + len(self.reviews)
-
-    def add(self, result: ChunkResult | JsonResult) -> None:
+    def add(self, result: _Packed | ChunkResult | JsonResult) -> None:
         task = self.tasks[result.index]
         self.resources += result.resources
         if isinstance(result, JsonResult):
-            self.reviews.extend(PatientResult(rv, result.label) for rv in result.reviews)
+            self.spill.add_results(PatientResult(rv, result.label) for rv in result.reviews)
+            self.patients += len(result.reviews)
             self.loose.extend(result.loose)
             self.bad.extend(result.bad)
             if result.skipped:
                 self.skipped_json.append(result.skipped)
             return
         assert isinstance(task, Chunk)
+        packed = result if isinstance(result, _Packed) else None
+        if packed is not None:
+            result = packed.result
         offset = self._file_lines[task.path]
         self._file_lines[task.path] += result.lines
         self.lines += result.lines
         self.bad.extend(BadRecord(task.label, offset + n, error) for n, error in result.bad)
         self.unattributed.update(result.unattributed)
-        merge_into(self._per_export.setdefault(task.export, {}), result.records)
+        if packed is not None:
+            self.spill.add_packed(packed.shards)
+            patients = packed.patients
+        else:
+            self.spill.add_records(task.export, result.records)
+            patients = len(result.records)
+        if task.type_hint == "Patient":
+            self.patients += patients
 
-    def exports(self) -> dict[str, dict[str, PatientRecord]]:
-        return self._per_export
 
-
-def _run_tasks(tasks: list[Chunk | JsonTask], state: _WorkerState, workers: int, progress: Progress) -> _Merger:
-    merger = _Merger(tasks)
+def _run_tasks(tasks: list[Chunk | JsonTask], state: _WorkerState, workers: int, progress: Progress,
+               spill: Spill) -> _Merger:
+    merger = _Merger(tasks, spill)
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
-            result = _execute(task, state)
+            result = _execute(task, state, pack=False)
             merger.add(result)
             progress.advance(_task_size(task), resources=result.resources, patients=merger.patients)
         return merger
-    pending: dict[int, ChunkResult | JsonResult] = {}
+    # A bounded window of tasks in flight, and each result dropped (with its future) once taken: results that
+    # arrive ahead of a slow task wait in `pending`, so at most `window` results are ever held here.
+    window = 4 * workers
+    pending: dict[int, _Packed | JsonResult] = {}
+    in_flight: dict = {}
+    queue = iter(tasks)
     next_index = 0
+    spill.flush()
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker,
                              initargs=(state,)) as pool:
-        futures = {pool.submit(_run_in_worker, task): task for task in tasks}
         try:
-            remaining = set(futures)
-            while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+            while True:
+                while len(in_flight) + len(pending) < window and (task := next(queue, None)) is not None:
+                    in_flight[pool.submit(_run_in_worker, task)] = task
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 nbytes = resources = 0
                 for future in done:
+                    task = in_flight.pop(future)
                     result = future.result()
                     pending[result.index] = result
-                    nbytes += _task_size(futures[future])
+                    nbytes += _task_size(task)
                     resources += result.resources
+                del done, future, result
                 while next_index in pending:
                     merger.add(pending.pop(next_index))
                     next_index += 1
@@ -178,46 +224,88 @@ def _fetch_servers(inputs: Inputs, config: RunConfig, knowledge: Knowledge, stac
     return searched, resources_read
 
 
-def _select(results: list[PatientResult], config: RunConfig) -> list[PatientResult] | None:
+def _filter(config: RunConfig) -> Callable[[PatientResult], bool] | None:
+    """Which patients are listed (None: all)."""
     if not (config.only_documented_cramps or config.contributors):
         return None
-    wanted = set(config.contributors)
-    return [r for r in results
-            if (not config.only_documented_cramps or r.review.documented_cramps)
-            and (not wanted or wanted.intersection(r.contributor_ids))]
+    only, wanted = config.only_documented_cramps, frozenset(config.contributors)
+    return lambda r: ((not only or r.review.documented_cramps)
+                      and (not wanted or not wanted.isdisjoint(r.contributor_ids)))
+
+
+def _review_shards(spill: Spill, rows_dir: Path, config: RunConfig, knowledge: Knowledge,
+                   keep: Callable[[PatientResult], bool] | None) -> tuple[list[Path], Summary, list[str]]:
+    """Review each shard's patients, write its rows sorted; the summary and the 'appears in N inputs' warnings."""
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    summary = Summary()
+    repeated: list[tuple[str, str]] = []
+    for k, rows, records in spill.shards_read_back():
+        for (export, _ref), rec in records.items():
+            rows.append(PatientResult(evaluate(rec, now=config.as_of, knowledge=knowledge, options=config.options),
+                                      export))
+        del records
+        rows.sort(key=row_key)
+        path = rows_dir / f"rows-{k:03d}.pickle"
+        with open(path, "wb") as fh:
+            for p in rows:
+                pickle.dump(p, fh, pickle.HIGHEST_PROTOCOL)
+                summary.add(p, keep is None or keep(p))
+        files.append(path)
+        for patient, group in itertools.groupby(rows, key=lambda r: r.patient):
+            where = [r.source for r in group]
+            if patient and len(where) > 1:
+                text = f"{patient} appears in {len(where)} inputs ({', '.join(where)}): reviewed separately in each"
+                repeated.append((patient, text))
+    repeated.sort()
+    return files, summary, [text for _, text in repeated]
 
 
 def run_review(args: list[str], config: RunConfig, progress: Progress | None = None) -> BatchResult:
-    """Review every patient in the inputs named by `args` (paths or FHIR base URLs)."""
+    """Review every patient in the inputs named by `args` (paths or FHIR base URLs).
+
+    The result's `reviewed` (and `selected`) rows live in a temporary directory that is removed when the
+    result is garbage-collected; iterate them as often as needed (each pass reads them from disk).
+    """
     progress = progress or Progress()
     knowledge = config.knowledge or default_knowledge()
+    gc.collect()
+    gc.freeze()   # long-lived objects (modules, knowledge): out of the cyclic GC's way
     result = BatchResult(as_of=config.as_of, knowledge_version=knowledge.version)
     inputs = discover(args)
-    with ExitStack() as stack:
-        searched, searched_resources = _fetch_servers(inputs, config, knowledge, stack, progress)
-        if not (inputs.json_files or inputs.ndjson or searched or inputs.bad_records):
-            raise InputError(f"no FHIR input found in: {', '.join(args)}")
-        resolvers, med_bad, med_resources = load_medications(inputs.ndjson)
-        tasks: list[Chunk | JsonTask] = [
-            JsonTask(n, str(path), str(path), path.stat().st_size, path in inputs.scanned_json)
-            for n, path in enumerate(inputs.json_files)]
-        tasks += plan_chunks(inputs.ndjson, config.chunk_bytes, first_index=len(tasks))
-        skipped = [f for f in inputs.ndjson if not f.relevant]
-        state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate, config.as_of), config.as_of, config.options)
-        progress.start(sum(_task_size(t) for t in tasks))
-        merger = _run_tasks(tasks, state, max(1, config.workers), progress)
-
-    reviewed = list(searched) + merger.reviews
-    for export, records in merger.exports().items():
-        for ref in records:
-            rv = evaluate(records[ref], now=config.as_of, knowledge=knowledge, options=config.options)
-            reviewed.append(PatientResult(rv, export))
-    if merger.loose:
-        for rv in review_resources(merger.loose, now=config.as_of, options=config.options, knowledge=knowledge):
-            reviewed.append(PatientResult(rv, LOOSE_SOURCE))
-    reviewed.sort(key=lambda r: (r.patient, r.source))
-    result.reviewed = reviewed
-    result.selected = _select(reviewed, config)
+    workdir = tempfile.TemporaryDirectory(prefix="cramp-review-")
+    try:
+        spill = Spill(Path(workdir.name) / "spill")
+        with ExitStack() as stack:
+            stack.callback(spill.close)
+            searched, searched_resources = _fetch_servers(inputs, config, knowledge, stack, progress)
+            if not (inputs.json_files or inputs.ndjson or searched or inputs.bad_records):
+                raise InputError(f"no FHIR input found in: {', '.join(args)}")
+            spill.add_results(searched)
+            del searched
+            resolvers, med_bad, med_resources = load_medications(inputs.ndjson)
+            tasks: list[Chunk | JsonTask] = [
+                JsonTask(n, str(path), str(path), path.stat().st_size, path in inputs.scanned_json)
+                for n, path in enumerate(inputs.json_files)]
+            tasks += plan_chunks(inputs.ndjson, config.chunk_bytes, first_index=len(tasks))
+            skipped = [f for f in inputs.ndjson if not f.relevant]
+            state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate, config.as_of),
+                                 config.as_of, config.options, spill.shards)
+            progress.start(sum(_task_size(t) for t in tasks))
+            merger = _run_tasks(tasks, state, max(1, config.workers), progress, spill)
+            del state, resolvers
+        if merger.loose:
+            spill.add_results(PatientResult(rv, LOOSE_SOURCE) for rv in review_resources(
+                merger.loose, now=config.as_of, options=config.options, knowledge=knowledge))
+            merger.loose = []
+        keep = _filter(config)
+        files, summary, repeated = _review_shards(spill, Path(workdir.name) / "rows", config, knowledge, keep)
+    except BaseException:
+        workdir.cleanup()
+        raise
+    result.reviewed = PatientRows(files, summary.patients, owner=workdir)
+    result.selected = None if keep is None else PatientRows(files, summary.listed, keep, owner=workdir)
+    result.summary = summary
     result.filters = {"onlyDocumentedCramps": config.only_documented_cramps,
                       "contributors": list(config.contributors)}
 
@@ -231,13 +319,7 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
     if skipped:
         result.warnings.append(f"{len(skipped)} ndjson file(s) of types the review does not read were skipped: "
                                + ", ".join(sorted({f.type_hint or '' for f in skipped})))
-    sources: dict[str, list[str]] = {}
-    for r in reviewed:
-        sources.setdefault(r.patient, []).append(r.source)
-    for patient, where in sorted(sources.items()):
-        if patient and len(where) > 1:
-            result.warnings.append(f"{patient} appears in {len(where)} inputs ({', '.join(where)}): "
-                                   "reviewed separately in each")
+    result.warnings.extend(repeated)
     stats = result.stats
     stats.resources = merger.resources + searched_resources + med_resources
     stats.lines = merger.lines
@@ -249,4 +331,3 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
 
 def default_workers() -> int:
     return os.cpu_count() or 1
-
