@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
@@ -36,6 +37,12 @@ def canonical_system(system: object) -> str | None:
     """The canonical URI for a code-system string, or None for systems we do not read."""
     if not isinstance(system, str):
         return None
+    found = _ALIASES.get(system)  # the common case: already canonical
+    return found if found is not None else _canonical_variant(system)
+
+
+@lru_cache(maxsize=512)
+def _canonical_variant(system: str) -> str | None:
     s = system.strip().rstrip("/")
     if s.startswith("https://"):
         s = "http://" + s[len("https://"):]

@@ -392,13 +392,20 @@ def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
     status = resource.get("status") if isinstance(resource.get("status"), str) else None
     if status not in USABLE_OBSERVATION:
         return []
+    # Which parts (the Observation, its components) carry a LOINC the rules read: usually none (vital signs).
+    holders = [resource, *[c for c in array(resource.get("component")) if isinstance(c, dict)]]
+    wanted = [(holder, code) for holder in holders
+              if (code := _known_loinc(holder.get("code"), knowledge)) is not None]
+    if not wanted:
+        return []
     ref = local_reference(resource) or "Observation/(no id)"
     date = first_date(resource, ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"))
-    facts = []
-    holders = [resource, *[c for c in array(resource.get("component")) if isinstance(c, dict)]]
-    for holder in holders:
-        for system, code, _ in codings(holder.get("code")):
-            if system == LOINC and (fact := _lab_fact(ref, code, holder, date, False, knowledge)):
-                facts.append(fact)
-                break
-    return facts
+    return [fact for holder, code in wanted if (fact := _lab_fact(ref, code, holder, date, False, knowledge))]
+
+
+def _known_loinc(concept: object, knowledge: Knowledge) -> str | None:
+    """The first LOINC of a concept that the rules read (an electrolyte or a monitoring lab)."""
+    for system, code, _ in codings(concept):
+        if system == LOINC and (code in knowledge.labs or code in knowledge.monitoring_labs):
+            return code
+    return None
