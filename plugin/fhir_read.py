@@ -211,16 +211,20 @@ WORD_CACHE_LIMIT = 50_000
 
 
 def _word_matches(texts: Iterable[str], pattern: re.Pattern | None, ids_by_word: dict[str, tuple[str, ...]],
-                  cache: dict) -> Iterator[tuple[str, str]]:
-    """(contributor id, word) for every knowledge word found, as a whole word, in `texts`."""
+                  cache: dict, *, skip_negated: bool = False) -> Iterator[tuple[str, str]]:
+    """(contributor id, word) for every knowledge word found, as a whole word, in `texts`.
+
+    `skip_negated`: a text that negates ("history of", "no", "non-") yields nothing.
+    """
     if pattern is None:
         return
     for text in texts:
         key = (id(pattern), text)
         found = cache.get(key)
         if found is None:
-            found = tuple((cid, m.group(0).lower()) for m in pattern.finditer(text)
-                          for cid in ids_by_word.get(normalise_words(m.group(0)), ()))
+            found = () if skip_negated and _NEGATED.search(text) else tuple(
+                (cid, m.group(0).lower()) for m in pattern.finditer(text)
+                for cid in ids_by_word.get(normalise_words(m.group(0)), ()))
             if len(cache) >= WORD_CACHE_LIMIT:
                 cache.clear()
             cache[key] = found
@@ -312,9 +316,8 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
                 found.append(cid)
                 how = how or label
     if not found:
-        texts = [t for t in concept_texts(concept) if not _NEGATED.search(t)]
-        for cid, word in _word_matches(texts, knowledge.condition_words, knowledge.condition_word_ids,
-                                        knowledge.word_cache):
+        for cid, word in _word_matches(concept_texts(concept), knowledge.condition_words,
+                                        knowledge.condition_word_ids, knowledge.word_cache, skip_negated=True):
             if cid not in found:
                 found.append(cid)
                 how = how or f"text '{word}'"
@@ -325,8 +328,11 @@ def condition_fact(resource: dict, knowledge: Knowledge, *, current_only: bool =
     """The fact of one Condition, or None when it names no contributor (or, `current_only`, does not count)."""
     clinical = _status_code(resource.get("clinicalStatus"))
     verification = _status_code(resource.get("verificationStatus"))
-    abated = any(k.startswith("abatement") for k in resource)
-    counts = (clinical in ACTIVE_CLINICAL or (clinical is None and not abated)) and verification not in VOID_VERIFICATION
+    if clinical is None:  # no status: it counts unless it has abated
+        counts = not any(k.startswith("abatement") for k in resource)
+    else:
+        counts = clinical in ACTIVE_CLINICAL
+    counts = counts and verification not in VOID_VERIFICATION
     if current_only and not counts:
         return None
     contributors, how = match_condition(resource.get("code"), knowledge)

@@ -196,7 +196,7 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
     observations = chunk.type_hint == "Observation"
     lab_codes = state.lab_codes
     loinc_like = _LOINC_LIKE.findall
-    n = 0
+    n = resources = 0
     for n, line in enumerate(iter_lines(chunk), 1):
         body = line.strip()
         if not body:
@@ -204,13 +204,13 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
         # An Observation no rule reads (vital signs, other labs: most of them) is counted, not even parsed;
         # a line not shaped like one JSON object is parsed all the same, to be reported as a bad record.
         if observations and body[0] == 0x7B and body[-1] == 0x7D and lab_codes.isdisjoint(loinc_like(body)):
-            result.resources += 1
+            resources += 1
             continue
         resource, error = parse_line(body)
         if error:
             result.bad.append((n, error))
             continue
-        result.resources += 1
+        resources += 1
         rtype = resource["resourceType"]
         try:
             if rtype == "Patient":
@@ -227,11 +227,11 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
                 if not subject or not subject.startswith("Patient/"):
                     result.unattributed[rtype] += 1
                     continue
-                rec = record_of(subject)
+                rec = record_of(subject)  # every patient seen is reviewed, even one with no facts
                 facts = facts_of(resource, knowledge, resolver, rec.warnings, current_only=True)
                 # Strict validation for the medications and conditions that count; labs are read for their
                 # numbers, and validating every one of them would be most of the batch's time.
-                if validate and rtype != "Observation" and any(f.counts for f in facts):
+                if validate and rtype != "Observation" and facts:
                     problem = validation_problem(resource)
                     if problem:
                         ref = local_reference(resource) or rtype
@@ -240,5 +240,5 @@ def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
                     rec.add(fact)
         except Exception as exc:  # noqa: BLE001 - one resource must never stop the review
             result.bad.append((n, f"{rtype} could not be reviewed ({type(exc).__name__})"))
-    result.lines = n
+    result.lines, result.resources = n, resources
     return result
