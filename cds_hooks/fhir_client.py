@@ -72,7 +72,9 @@ class FhirClient:
     def is_own_url(self, url: str) -> bool:
         """True when ``url`` is under this FHIR server's base: the token is never sent anywhere else."""
         parts = urlsplit(url)
-        return (parts.scheme, parts.netloc.lower()) == self._origin and parts.path.startswith(self._base_path)
+        # HAPI pages as "{base}?_getpages=…": the base itself, without its trailing slash, is the server too.
+        on_base = parts.path.startswith(self._base_path) or parts.path == self._base_path.rstrip("/")
+        return (parts.scheme, parts.netloc.lower()) == self._origin and on_base
 
     def fetch(self, relative: str) -> list[dict]:
         """GET ``relative`` (a read or search) and every ``next`` page; return the pages (resources/Bundles)."""
@@ -91,7 +93,7 @@ class FhirClient:
         while (url := next_link(page)) is not None:
             absolute = urljoin(self.base_url, url)
             if not self.is_own_url(absolute):
-                raise FetchFailure("a next link points outside fhirServer; it was not followed")
+                raise FetchFailure("a next link leaves the FHIR server (outside fhirServer); it was not followed")
             if absolute in seen:
                 raise FetchFailure("the FHIR server's next links loop")
             seen.add(absolute)

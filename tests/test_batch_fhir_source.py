@@ -213,7 +213,7 @@ def test_one_failing_patient_is_reported_and_the_rest_complete(tmp_path, capsys)
     assert code == errors.COMPLETED_WITH_BAD_RECORDS
     doc = json.loads(out)
     assert [x["patient"] for x in doc["patients"]] == ["Patient/a", "Patient/c"]
-    assert doc["badRecords"] == [{"file": "Patient/b", "line": None, "error": "skipped: read failed: HTTP 503"}]
+    assert doc["badRecords"] == [{"file": "Patient/b", "line": None, "error": "skipped: the FHIR server answered HTTP 503"}]
     assert not any("$export" in c.request.url for c in responses.calls)   # --patients searches directly
 
 
@@ -228,15 +228,18 @@ def test_no_export_and_no_patients_cannot_run(tmp_path, capsys):
 @responses.activate
 def test_paging_stops_at_the_limit_and_never_leaves_the_server():
     responses.add(responses.GET, f"{BASE}/Patient/a", json=patient("a"))
-    responses.add(responses.GET, f"{BASE}/MedicationRequest", json={
-        "resourceType": "Bundle", "type": "searchset", "link": [{"relation": "next", "url": f"{BASE}/MedicationRequest"}]})
+    pages = iter(range(1, 100))
+    responses.add_callback(responses.GET, f"{BASE}/MedicationRequest", callback=lambda _req: (200, {}, json.dumps({
+        "resourceType": "Bundle", "type": "searchset",
+        "link": [{"relation": "next", "url": f"{BASE}/MedicationRequest?page={next(pages)}"}]})))
     src = FhirSource(BASE, FhirOptions(patients=("a",), max_pages=3, token=TOKEN), default_knowledge())
     fetched = src.fetch(None)
     assert "more than 3 pages" in fetched.bad_records[0].error
-    responses.replace(responses.GET, f"{BASE}/MedicationRequest", json={
+    responses.remove(responses.GET, f"{BASE}/MedicationRequest")
+    responses.add(responses.GET, f"{BASE}/MedicationRequest", json={
         "resourceType": "Bundle", "type": "searchset", "link": [{"relation": "next", "url": "https://evil.example/x"}]})
     fetched = src.fetch(None)
-    assert "leaves the server" in fetched.bad_records[0].error
+    assert "leaves the FHIR server" in fetched.bad_records[0].error
     assert not any("evil.example" in c.request.url for c in responses.calls)
 
 

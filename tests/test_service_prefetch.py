@@ -430,3 +430,13 @@ def test_supplementary_key_the_server_cannot_give_does_not_fail_the_call(client,
     rsps.add(responses.GET, FHIR + PATHS["dispenses"], status=400, json=outcome("unknown search parameter"))
     response = post_hook(client, hook_request(fhir_server=FHIR, token=TOKEN, omit_prefetch=True))
     assert response.status_code == 200 and len(response.get_json()["cards"]) == 1
+
+
+def test_hapi_style_next_link_on_the_base_itself_is_followed(client, rsps):
+    """HAPI FHIR pages as "{base}?_getpages=…" (no trailing slash): that is still fhirServer."""
+    data = full_prefetch(conditions=[cramps()])
+    serve(rsps, without(data, "medications"))
+    rsps.add(responses.GET, FHIR + PATHS["medications"], json=searchset(next_url=f"{FHIR}?_getpages=x&_getpagesoffset=1"))
+    rsps.add(responses.GET, FHIR, json=searchset(med_request("hctz1", HYDROCHLOROTHIAZIDE)))
+    response = post_hook(client, hook_request(fhir_server=FHIR, token=TOKEN, omit_prefetch=True))
+    assert response.status_code == 200 and len(response.get_json()["cards"]) == 1

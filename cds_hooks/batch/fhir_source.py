@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -35,6 +35,7 @@ import requests
 from cds_hooks.batch.errors import ExportNotSupported, FhirSourceError, UsageError
 from cds_hooks.batch.inputs import NdjsonFile, export_errors, type_from_name
 from cds_hooks.batch.model import BadRecord
+from cds_hooks.fhir_client import Budget, ClientOptions, FetchFailure, FhirClient
 from plugin.codes import LOINC
 from plugin.fhir_read import missing_medication_references
 from plugin.knowledge import Knowledge
@@ -310,60 +311,28 @@ class FhirSource:
             f"Observation?patient={pid}&code={quote(loincs, safe=',')}",
         ]
 
-    def _search(self, query: str) -> Iterator[dict]:
-        url: str | None = f"{self.base}/{query}"
-        for _ in range(self.options.max_pages):
-            assert url is not None
-            response = self._get(url, headers=self._headers(url))
-            if response.status_code != 200:
-                raise FhirSourceError(f"{query.split('?')[0]} search failed: HTTP {response.status_code}")
-            try:
-                bundle = response.json()
-            except ValueError:
-                raise FhirSourceError(f"{query.split('?')[0]} search: the answer is not JSON") from None
-            if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-                raise FhirSourceError(f"{query.split('?')[0]} search: the answer is not a Bundle")
-            for entry in bundle.get("entry") or ():
-                resource = entry.get("resource") if isinstance(entry, dict) else None
-                if isinstance(resource, dict) and resource.get("resourceType") != "OperationOutcome":
-                    yield resource
-            url = next((link.get("url") for link in bundle.get("link") or ()
-                        if isinstance(link, dict) and link.get("relation") == "next"), None)
-            if not url:
-                return
-            url = urljoin(self.base + "/", url)
-            if not self._same_origin(url):
-                raise FhirSourceError(f"{query.split('?')[0]} search: a next link leaves the server; not followed")
-        raise FhirSourceError(f"{query.split('?')[0]} search has more than {self.options.max_pages} pages")
-
     def read_patient(self, pid: str) -> list[dict]:
-        url = f"{self.base}/Patient/{quote(pid, safe='')}"
-        response = self._get(url, headers=self._headers(url))
-        if response.status_code != 200:
-            raise FhirSourceError(f"read failed: HTTP {response.status_code}")
+        """The patient and what the rules read, with the service's FHIR client (token only to this server,
+        `next` paging within the page limit, no redirects); Medications the orders reference are read too."""
+        client = FhirClient(self.base, self.options.token,
+                            ClientOptions(self.options.connect_timeout, self.options.read_timeout,
+                                          self.options.max_pages), Budget(self.options.max_wait))
         try:
-            patient = response.json()
-        except ValueError:
-            raise FhirSourceError("read: the answer is not JSON") from None
-        resources = [patient] if isinstance(patient, dict) and patient.get("resourceType") == "Patient" else []
-        for query in self.searches(pid):
-            resources.extend(self._search(query))
-        return resources + self._referenced_medications(resources)
-
-    def _referenced_medications(self, resources: list[dict]) -> list[dict]:
-        """Medications the orders reference but the searches did not carry: read one by one (a failed read
-        leaves a dangling reference, which the engine reports; the patient is still reviewed)."""
-        found = []
+            resources = [r for r in client.fetch(f"Patient/{quote(pid, safe='')}")
+                         if r.get("resourceType") == "Patient"]
+            for query in self.searches(pid):
+                for page in client.fetch(query):
+                    resources += [e["resource"] for e in page.get("entry") or ()
+                                  if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+                                  and e["resource"].get("resourceType") != "OperationOutcome"]
+        except FetchFailure as exc:
+            raise FhirSourceError(exc.reason) from None
         for ref in missing_medication_references(resources):
-            url = f"{self.base}/{ref}"
-            try:
-                response = self._get(url, headers=self._headers(url))
-                medication = response.json() if response.status_code == 200 else None
-            except (FhirSourceError, ValueError):
-                medication = None
-            if isinstance(medication, dict) and medication.get("resourceType") == "Medication":
-                found.append(medication)
-        return found
+            try:  # a failed read leaves a dangling reference, which the engine reports
+                resources += [m for m in client.fetch(ref) if m.get("resourceType") == "Medication"]
+            except FetchFailure:
+                continue
+        return resources
 
     def search_patients(self) -> Fetched:
         fetched = Fetched()
