@@ -4,12 +4,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from plugin import ReviewOptions
+
 LOINC = "http://loinc.org"
 HOOKS = ("patient-view", "order-select", "order-sign")
 # Supplementary keys: fetched from fhirServer when missing, but their absence is not a 412 (many EHRs do not
 # record statements or dispenses; the orders, conditions and labs are what a review cannot do without).
 OPTIONAL_KEYS = frozenset({"statements", "dispenses"})
-DISPENSE_WINDOW_DAYS = 180  # plugin.ReviewOptions.dispense_window_days
+DISPENSE_WINDOW_DAYS = ReviewOptions.dispense_window_days  # what the rules count as a current dispense
 
 
 @dataclass(frozen=True)

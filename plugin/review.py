@@ -51,10 +51,11 @@ def _draft_orders(context: dict | None, hook: str | None, resolver: Resolver, wa
     """The draft orders a hook speaks about: the selections (order-select) or all drafts (order-sign)."""
     if hook not in ("order-select", "order-sign") or not isinstance(context, dict):
         return []
-    drafts = [r for r, url in flatten([context.get("draftOrders")]) if isinstance(r, dict)]
+    drafts = []
     for resource, url in flatten([context.get("draftOrders")]):
         if isinstance(resource, dict):
-            resolver.add(resource, url)
+            drafts.append(resource)
+            resolver.add(resource, url)  # a draft may reference a Medication in the same Bundle
     if hook == "order-sign":
         return drafts
     selections = [s for s in context.get("selections") or () if isinstance(s, str)]
