@@ -25,7 +25,6 @@ still reach the service.
 """
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -76,17 +75,11 @@ class Drug:
 
 @lru_cache(maxsize=1)
 def drug_table() -> dict[str, str]:
-    """RxNorm code → display: every ``match.rxnorm`` entry of the knowledge file, plus :data:`EXTRA_DRUGS`."""
-    from plugin.knowledge import DEFAULT_PATH
+    """RxNorm code → display: every ``match.rxnorm`` entry of the knowledge, plus :data:`EXTRA_DRUGS`."""
+    from plugin import default_knowledge
 
-    data = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
-    table: dict[str, str] = {}
-    for contributor in data.get("contributors", []):
-        for code, name in (contributor.get("match") or {}).get("rxnorm", {}).items():
-            table.setdefault(str(code), str(name))
-    for code, name in EXTRA_DRUGS.items():
-        table.setdefault(code, name)
-    return table
+    names = default_knowledge().rxnorm_names  # file order matters: lookup_drug takes the first product
+    return names | {code: name for code, name in EXTRA_DRUGS.items() if code not in names}
 
 
 def _is_product(display: str) -> bool:

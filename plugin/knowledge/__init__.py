@@ -256,7 +256,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         sources=sources,
         contributors=contributors,
         rxnorm=freeze(rxnorm),
-        rxnorm_names={str(code): str(name) for e in entries for code, name in e["match"].get("rxnorm", {}).items()},
+        rxnorm_names=_first_names(entries),
         atc=freeze(atc),
         atc_lengths=tuple(sorted({len(k) for k in atc}, reverse=True)),
         icd_prefix=freeze(icd_prefix),
@@ -270,6 +270,15 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         labs=labs,
         monitoring_labs={str(k): str(v) for k, v in monitoring.items()},
     )
+
+
+def _first_names(entries: list[dict]) -> dict[str, str]:
+    """RxNorm code -> name, in file order; a code listed under several contributors keeps its first name."""
+    names: dict[str, str] = {}
+    for entry in entries:
+        for code, name in entry["match"].get("rxnorm", {}).items():
+            names.setdefault(str(code), str(name))
+    return names
 
 
 @lru_cache(maxsize=1)
