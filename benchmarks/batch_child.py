@@ -54,7 +54,7 @@ def batch(folder: Path, workers: int, out: Path, validate: bool) -> dict:
     from datetime import UTC, datetime
 
     from cds_hooks.batch import RunConfig, run_review
-    from cds_hooks.batch.report import write_report
+    from cds_hooks.batch.reports.writer import write_report
     from plugin import ReviewOptions
 
     started = time.perf_counter()

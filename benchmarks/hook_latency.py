@@ -52,7 +52,7 @@ LARGE_P95_MS = 50.0
 def add_echo_route(app) -> None:
     """The FLOOR: parse the body with the service's JSON reader and answer it back as JSON."""
     try:
-        from cds_hooks.app import json_response, read_json
+        from cds_hooks.service.app import json_response, read_json
     except ImportError:  # the service renamed its helpers: fall back to the same parser, orjson
         from flask import Response, request
 
@@ -207,7 +207,7 @@ def _fhir_row(report: Report, table: Table, client, templates: dict[str, str],
 def _resolved_queries(templates: dict[str, str], patient_id: str) -> list[str]:
     from datetime import UTC, datetime
 
-    from cds_hooks.prefetch import resolve_template
+    from cds_hooks.service.prefetch import resolve_template
 
     now = datetime.now(UTC)
     return [resolve_template(t, {"patientId": patient_id}, now) for t in templates.values()]

@@ -47,7 +47,7 @@ from benchmarks.hook_latency import add_echo_route, time_calls
 BUCKETS = [  # (bucket, test on "filename:function"), first match wins
     ("FHIR validation (fhir.resources / pydantic)", ("fhir_core", "fhir/resources", "pydantic", "validate_python",
                                                      "plugin/validation.py")),
-    ("SQLite (feedback store)", ("sqlite3", "cds_hooks/store.py")),
+    ("SQLite (feedback store)", ("sqlite3", "cds_hooks/storage/feedback.py")),
     ("JSON (orjson)", ("orjson",)),
     ("regex (re, outside match_drug)", ("re.Pattern", "re.Match", "/re/")),
     ("engine: reading FHIR (plugin.fhir_read, codes, units, dates)",
@@ -158,7 +158,7 @@ def frozen_gc() -> Iterator[None]:
 @contextlib.contextmanager
 def persistent_sqlite() -> Iterator[None]:
     """FeedbackStore._connect: one connection per thread, kept open, with synchronous=NORMAL (WAL)."""
-    from cds_hooks import store
+    from cds_hooks.storage import feedback as store
 
     local = threading.local()
 

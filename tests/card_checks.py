@@ -1,7 +1,7 @@
 """An independent reading of the CDS Hooks checklist (C1-C6, G2) and clinical-reference §3 for one card.
 
 Shared by the engine's and the service's tests; deliberately not the service's own checker
-(cds_hooks/conformance.py), so the two can catch each other's mistakes.
+(cds_hooks/service/conformance.py), so the two can catch each other's mistakes.
 """
 from __future__ import annotations
 

@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from cds_hooks.batch import html_report, shards
+from cds_hooks.batch import shards
 from cds_hooks.batch.model import BatchResult, PatientRows, Summary
-from cds_hooks.batch.report import patient_dict, render, totals, write_report
+from cds_hooks.batch.reports import html as html_report
+from cds_hooks.batch.reports.summary import patient_dict, totals
+from cds_hooks.batch.reports.writer import render, write_report
 from cds_hooks.batch.runner import RunConfig, run_review
 from plugin import default_knowledge
 from tests.builders import NOW, bundle, cramps, med_request, patient, rx

@@ -10,7 +10,7 @@ import pytest
 
 from cds_hooks.batch import errors
 from cds_hooks.batch.cli import main
-from cds_hooks.batch.report import to_json
+from cds_hooks.batch.reports.writer import to_json
 from cds_hooks.batch.runner import RunConfig, run_review
 from plugin import ReviewOptions
 

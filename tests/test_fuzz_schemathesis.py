@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from cds_hooks.app import create_app
-from cds_hooks.openapi import openapi_document
-from cds_hooks.services import HOOKS, build_registry
+from cds_hooks.service.openapi import openapi_document
+from cds_hooks.service.services import HOOKS, build_registry
 from tests.service_fixtures.support import make_settings
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ as ``2024-13-45``, huge numbers, nested Bundles of garbage), adversarial feedbac
 a ``fhirServer`` that is unreachable on loopback or a mocked server answering garbage.
 
 Properties of every response (:func:`check`): never 5xx; answered within ``MAX_SECONDS``; every 4xx is an
-OperationOutcome as documented in ``cds_hooks/openapi.json``; no body ever holds a stack trace or a Python
+OperationOutcome as documented in ``cds_hooks/service/openapi.json``; no body ever holds a stack trace or a Python
 exception class name (unless the client sent that word itself); every 200 from a service is ``{"cards": [...]}``
 with cards valid per checklist §6 (summary under 140 characters, indicator info or warning).
 
@@ -35,9 +35,9 @@ import werkzeug.exceptions
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import cds_hooks.errors
+import cds_hooks.service.errors
 from cds_hooks.app import create_app
-from cds_hooks.openapi import openapi_document
+from cds_hooks.service.openapi import openapi_document
 from tests.card_checks import assert_valid_card
 from tests.service_fixtures.support import (
     FUROSEMIDE,
@@ -92,7 +92,7 @@ CDS_RESPONSE = _validator("CdsResponse")
 
 
 def _exception_names() -> set[str]:
-    modules = (builtins, requests.exceptions, werkzeug.exceptions, cds_hooks.errors, json, sqlite3)
+    modules = (builtins, requests.exceptions, werkzeug.exceptions, cds_hooks.service.errors, json, sqlite3)
     return {name for module in modules for name, obj in vars(module).items()
             if isinstance(obj, type) and issubclass(obj, BaseException) and not issubclass(obj, Warning)}
 
@@ -708,14 +708,14 @@ def _deep_text(body: dict, place: tuple, nested: str) -> str:
 @pytest.mark.parametrize("fhir_server", ["http://[::1", "https://[fe80::1/r4", "http://fhir.example.org:99999/r4",
                                          "http://:8080/r4"])
 def test_regression_fhir_server_that_urlsplit_rejects_is_400(client, fhir_server):
-    """cds_hooks/validation.py is_http_url: urlsplit's ValueError (an unclosed IPv6 bracket) was a 500."""
+    """cds_hooks/service/validation.py is_http_url: urlsplit's ValueError (an unclosed IPv6 bracket) was a 500."""
     response = post(client, "patient-view", hook_request(fhir_server=fhir_server))
     assert response.status_code == 400
     assert response.get_json()["issue"][0]["expression"] == ["fhirServer"]
 
 
 def test_regression_deeply_nested_hook_value_is_400(client):
-    """cds_hooks/validation.py parse_hook_request: str() of a 1000-deep "hook" raised RecursionError (500)."""
+    """cds_hooks/service/validation.py parse_hook_request: str() of a 1000-deep "hook" raised RecursionError (500)."""
     text = _deep_text(hook_request(), ("hook",), "[" * 1000 + "]" * 1000)
     response = send(client, SERVICE_PATHS[0], data=text)
     assert response.status_code == 400
@@ -724,7 +724,7 @@ def test_regression_deeply_nested_hook_value_is_400(client):
 
 @pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_regression_feedback_timestamp_outside_utc_range_is_400(client, timestamp):
-    """cds_hooks/validation.py parse_rfc3339: the store's UTC conversion raised OverflowError (500)."""
+    """cds_hooks/service/validation.py parse_rfc3339: the store's UTC conversion raised OverflowError (500)."""
     entry = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": timestamp}
     response = send(client, FEEDBACK_PATHS[0], {"feedback": [entry]})
     assert response.status_code == 400
@@ -733,14 +733,14 @@ def test_regression_feedback_timestamp_outside_utc_range_is_400(client, timestam
 
 @pytest.mark.parametrize("link", [5, 1.5, True, {"relation": "next", "url": "x"}])
 def test_regression_bundle_link_that_is_not_an_array(client, link):
-    """cds_hooks/fhir_client.py next_link: iterating a non-array Bundle.link raised TypeError (500)."""
+    """cds_hooks/fhir/client.py next_link: iterating a non-array Bundle.link raised TypeError (500)."""
     prefetch = full_prefetch()
     prefetch["medications"]["link"] = link
     assert post(client, "patient-view", hook_request(prefetch=prefetch)).status_code == 200
 
 
 def test_regression_fhir_failures_name_no_python_exception(client, fhir):
-    """cds_hooks/fhir_client.py FhirClient._get: the 412 said "(InvalidURL)" / "(ChunkedEncodingError)"."""
+    """cds_hooks/fhir/client.py FhirClient._get: the 412 said "(InvalidURL)" / "(ChunkedEncodingError)"."""
     fhir.first = (200, requests.exceptions.ChunkedEncodingError())
     try:
         for server in (FHIR_MOCK, "http://a b.example/r4"):

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import responses
 
+from cds_hooks.service.validation import FeedbackEntry
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
-from cds_hooks.store import FeedbackStore
-from cds_hooks.validation import FeedbackEntry
+from cds_hooks.storage.feedback import FeedbackStore
 from tests.card_checks import assert_valid_card
 from tests.service_fixtures.support import (
     ACETAMINOPHEN,

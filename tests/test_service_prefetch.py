@@ -14,7 +14,7 @@ import requests
 import responses
 
 import plugin
-from cds_hooks.prefetch import UnresolvedToken, resolve_template
+from cds_hooks.service.prefetch import UnresolvedToken, resolve_template
 from tests.service_fixtures.support import (
     FHIR,
     HYDROCHLOROTHIAZIDE,

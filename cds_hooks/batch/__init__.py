@@ -11,11 +11,11 @@
 | `runner` | orchestration: tasks, process pool, ordered merge, `plugin.rules.evaluate`, filters |
 | `shards` | per-patient partial records and results spilled to disk by shard (flat memory) |
 | `progress` | tqdm bar on a terminal, one JSON summary line otherwise |
-| `report`, `html_report` | JSON / CSV / self-contained HTML |
+| `reports/` | `summary` (shared rows and counts), `html` (self-contained page), `writer` (JSON, CSV, output) |
 | `cli` | the `review` subcommand (`add_parser`, `configure`, `run`) |
 
 Library use: `run_review(["export/"], RunConfig(as_of=...))` -> `BatchResult` (patients read back from disk);
-`report.write_report(result, "json", path)` streams the report, `report.render(result, "json")` returns it.
+`reports.writer.write_report(result, "json", path)` streams the report, `render(result, "json")` returns it.
 """
 from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult
 from cds_hooks.batch.runner import RunConfig, run_review

@@ -19,7 +19,7 @@ from cds_hooks.batch.errors import BatchError
 from cds_hooks.batch.fhir_source import TOKEN_ENV, FhirOptions
 from cds_hooks.batch.inputs import is_url
 from cds_hooks.batch.progress import Progress
-from cds_hooks.batch.report import FORMATS, format_for, write_report
+from cds_hooks.batch.reports.writer import FORMATS, format_for, write_report
 from cds_hooks.batch.runner import RunConfig, default_workers, run_review
 from cds_hooks.batch.stream import DEFAULT_CHUNK_BYTES
 from plugin import ReviewOptions, default_knowledge

@@ -35,7 +35,7 @@ import requests
 from cds_hooks.batch.errors import ExportNotSupported, FhirSourceError, UsageError
 from cds_hooks.batch.inputs import NdjsonFile, export_errors, type_from_name
 from cds_hooks.batch.model import BadRecord
-from cds_hooks.fhir_client import Budget, ClientOptions, FetchFailure, FhirClient
+from cds_hooks.fhir.client import Budget, ClientOptions, FetchFailure, FhirClient
 from plugin.codes import LOINC
 from plugin.fhir_read import missing_medication_references
 from plugin.knowledge import Knowledge

@@ -25,7 +25,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, json, redirect, request, send_from_directory
 
-from cds_hooks.errors import BadRequest, NotFound
 from cds_hooks.sandbox.requests_builder import (
     HOOKS,
     STYLES,
@@ -35,6 +34,7 @@ from cds_hooks.sandbox.requests_builder import (
     service_for_hook,
 )
 from cds_hooks.sandbox.samples import find_sample, list_samples
+from cds_hooks.service.errors import BadRequest, NotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 

@@ -11,7 +11,7 @@ from html import escape
 from typing import TextIO
 
 from cds_hooks.batch.model import BatchResult, PatientResult
-from cds_hooks.batch.report import as_of_text, counts, totals
+from cds_hooks.batch.reports.summary import as_of_text, counts, totals
 from plugin import default_knowledge
 from plugin.knowledge import Knowledge
 

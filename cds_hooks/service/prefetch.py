@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from cds_hooks.errors import InvalidPrefetch, Issue, PayloadTooLarge, PreconditionFailed
-from cds_hooks.fhir_client import Budget, ClientOptions, FetchFailure, FhirClient, next_link
-from cds_hooks.validation import HookRequest, check_bundle
+from cds_hooks.fhir.client import Budget, ClientOptions, FetchFailure, FhirClient, next_link
+from cds_hooks.service.errors import InvalidPrefetch, Issue, PayloadTooLarge, PreconditionFailed
+from cds_hooks.service.validation import HookRequest, check_bundle
 from plugin.fhir_read import missing_medication_references
 
 

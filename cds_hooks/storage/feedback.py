@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cds_hooks.validation import FeedbackEntry
+from cds_hooks.service.validation import FeedbackEntry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS issued_card (

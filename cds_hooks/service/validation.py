@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from cds_hooks.errors import BadRequest, Issue
+from cds_hooks.service.errors import BadRequest, Issue
 
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -228,7 +228,7 @@ def parse_rfc3339(value: Any) -> datetime | None:
 
 def parse_feedback(body: Any, max_entries: int) -> list[FeedbackEntry]:
     """Validate a whole feedback POST; raise BadRequest naming each bad entry index and field."""
-    from cds_hooks.errors import PayloadTooLarge
+    from cds_hooks.service.errors import PayloadTooLarge
 
     if not isinstance(body, dict) or not isinstance(body.get("feedback"), list):
         raise BadRequest("the body must be an object with a \"feedback\" array", expression="feedback")

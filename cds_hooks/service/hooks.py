@@ -11,13 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import plugin
-from cds_hooks.conformance import card_problems
-from cds_hooks.errors import InternalError
-from cds_hooks.prefetch import PrefetchPolicy, resolve_prefetch, resources_of
-from cds_hooks.services import OPTIONAL_KEYS, Service
+from cds_hooks.service.conformance import card_problems
+from cds_hooks.service.errors import InternalError
+from cds_hooks.service.prefetch import PrefetchPolicy, resolve_prefetch, resources_of
+from cds_hooks.service.services import OPTIONAL_KEYS, Service
+from cds_hooks.service.validation import parse_hook_request
 from cds_hooks.settings import Settings
-from cds_hooks.store import FeedbackStore, patient_key
-from cds_hooks.validation import parse_hook_request
+from cds_hooks.storage.feedback import FeedbackStore, patient_key
 
 log = logging.getLogger("cramp_cds.hooks")
 

@@ -1,4 +1,4 @@
-"""The batch report as JSON (for tools), CSV (one row per finding) or HTML (for people; see html_report).
+"""The batch report as JSON (for tools), CSV (one row per finding) or HTML (for people; see `html`).
 
 Every format is deterministic for the same inputs and options: no run time or host in it.
 
@@ -20,48 +20,16 @@ from pathlib import Path
 from typing import TextIO
 
 from cds_hooks.batch.errors import OutputError
-from cds_hooks.batch.model import BatchResult, PatientResult
-from plugin import Finding, default_knowledge
+from cds_hooks.batch.model import BatchResult
+from cds_hooks.batch.reports.html import write_html
+from cds_hooks.batch.reports.summary import as_of_text, counts, patient_dict, totals
+from plugin import default_knowledge
 from plugin.knowledge import Knowledge
 
 FORMATS = ("json", "csv", "html")
 CSV_COLUMNS = ("patient", "contributor", "category", "grade", "sources", "date", "references", "reason",
                "documented_cramps")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def finding_dict(f: Finding) -> dict:
-    return {"contributor": f.contributor, "label": f.label, "category": f.category, "grade": f.grade,
-            "sources": list(f.sources), "reason": f.reason, "references": list(f.references), "date": f.date}
-
-
-def patient_dict(p: PatientResult) -> dict:
-    rv = p.review
-    return {"patient": rv.patient, "source": p.source, "deceased": rv.deceased,
-            "documentedCramps": rv.documented_cramps, "findings": [finding_dict(f) for f in rv.findings],
-            "warnings": list(rv.warnings)}
-
-
-def totals(result: BatchResult, knowledge: Knowledge) -> dict[str, int]:
-    """Patients (of those listed) with each contributor, in the knowledge's order (most important first)."""
-    counts = result.get_summary().contributors
-    return {cid: counts[cid] for cid in sorted(counts, key=knowledge.order)}
-
-
-def counts(result: BatchResult) -> dict[str, int]:
-    summary = result.get_summary()
-    return {
-        "patients": summary.patients,
-        "documentedCramps": summary.documented_cramps,
-        "withContributor": summary.with_contributor,
-        "deceased": summary.deceased,
-        "listed": summary.listed,
-        "badRecords": len(result.bad_records),
-    }
-
-
-def as_of_text(result: BatchResult) -> str:
-    return result.as_of.date().isoformat()
 
 
 _PATIENTS_SLOT = '\n  "patients": []'
@@ -126,8 +94,6 @@ def writer_for(fmt: str) -> Writer:
     if fmt == "csv":
         return write_csv
     if fmt == "html":
-        from cds_hooks.batch.html_report import write_html
-
         return write_html
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
 

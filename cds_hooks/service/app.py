@@ -1,0 +1,248 @@
+"""The CDS Hooks service's Flask application factory: ``create_app(settings=None, blueprints=())``.
+
+The deployable app (service plus the tools that plug into it) is built by :mod:`cds_hooks.app`;
+this factory knows nothing of those tools: it registers whatever extra blueprints it is given.
+
+Request pipeline (``before_request`` in this order): request id → CORS preflight (OPTIONS answered 204
+without authentication, X8) → authentication (all but OPTIONS and :data:`PUBLIC_PATHS`) → body size on
+Content-Length (413, before the body is read). ``after_request`` adds CORS and ``X-Request-ID`` headers to
+every response (errors too) and writes one access-log line: request id, method, path, status, duration.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, Response, current_app, g, request
+
+from cds_hooks.service.errors import (
+    BadRequest,
+    Issue,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    outcome_response,
+    register_error_handlers,
+)
+from cds_hooks.service.hooks import HookRuntime, handle_hook
+from cds_hooks.service.openapi import openapi_document
+from cds_hooks.service.services import Service, build_registry, discovery_document
+from cds_hooks.service.validation import parse_feedback
+from cds_hooks.settings import OVERRIDE_REASON_SYSTEM, Settings
+from cds_hooks.storage.feedback import FeedbackStore
+
+log = logging.getLogger("cramp_cds.app")
+access_log = logging.getLogger("cramp_cds.access")
+
+CORS_METHODS = "GET, POST, OPTIONS"
+CORS_HEADERS = "Authorization, Content-Type"
+CORS_EXPOSE = "X-Request-ID"
+AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose this server to a network"
+# Answered without authentication: they hold no patient or service data (health, and the API's own description).
+PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+
+
+@dataclass(frozen=True)
+class State:
+    settings: Settings
+    registry: dict[str, Service]
+    runtime: HookRuntime
+    verifier: Any  # cds_hooks.auth.ClientVerifier or None when authentication is off
+    knowledge_version: str | None
+
+
+def state() -> State:
+    return current_app.extensions["cramp_cds"]
+
+
+def json_response(payload: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status=status, mimetype="application/json")
+
+
+def read_json() -> Any:
+    """The request's JSON body: 415 unless JSON, 400 unless it parses."""
+    mimetype = request.mimetype or ""
+    if not (mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))):
+        raise UnsupportedMediaType("the request body must be application/json")
+    data = request.get_data(cache=False)
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit and len(data) >= limit:
+        # A streamed (chunked) body is cut at the limit by Werkzeug without an error: refuse it here.
+        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+    if not data.strip():
+        raise BadRequest("the request body is empty; a JSON object is required")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {str(exc).split(':')[0]}") from None
+
+
+def _service(service_id: str) -> Service:
+    service = state().registry.get(service_id)
+    if service is None:
+        raise NotFound(f"no CDS service with id {service_id[:80]!r}; see GET /cds-services")
+    return service
+
+
+bp = Blueprint("cds_hooks", __name__)
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    """Discovery (D1-D3)."""
+    return json_response(discovery_document(state().registry))
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str) -> Response:
+    service = _service(service_id)
+    body = read_json()
+    return json_response(handle_hook(state().runtime, service, body))
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    """Feedback (F2): validate every entry first, then store them all in one transaction."""
+    _service(service_id)
+    st = state()
+    entries = parse_feedback(read_json(), st.settings.max_feedback_entries)
+    st.runtime.store.add_feedback(service_id, entries, datetime.now(UTC))
+    log.info("stored %d feedback entr%s", len(entries), "y" if len(entries) == 1 else "ies")
+    return json_response({})
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    st = state()
+    body: dict[str, Any] = {"status": "ok", "auth": "on" if st.verifier else "off"}
+    if st.knowledge_version:
+        body["knowledge_version"] = st.knowledge_version
+    if not st.verifier:
+        body["warning"] = AUTH_OFF_WARNING
+    return json_response(body)
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI description (docs/api.md). Public like /healthz: it describes the API and holds no data."""
+    return json_response(openapi_document(state().settings.public_base_url))
+
+
+# --- request pipeline ---------------------------------------------------------------------------------------
+
+def _start() -> Response | None:
+    g.request_id = str(uuid.uuid4())
+    g.started = time.perf_counter()
+    if request.method == "OPTIONS":  # CORS preflight: browsers never send Authorization on it (X8)
+        preflight = Response(status=204)
+        preflight.headers.pop("Content-Type", None)
+        return preflight
+    st = state()
+    if st.verifier is not None and request.path not in PUBLIC_PATHS:
+        denied = _authenticate(st)
+        if denied is not None:
+            return denied
+    length = request.content_length
+    if length is not None and length > st.settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is {length} bytes, over the limit of "
+                              f"{st.settings.max_body_bytes} bytes")
+    return None
+
+
+def _authenticate(st: State) -> Response | None:
+    from cds_hooks.auth import AuthenticationError
+
+    base = st.settings.public_base_url
+    audience = base + request.path if base else request.base_url
+    try:
+        st.verifier.verify(request.headers.get("Authorization"), audience)
+    except AuthenticationError as exc:
+        log.warning("authentication failed: %s (iss %s)", exc.reason, getattr(exc, "iss", None) or "unknown")
+        return outcome_response(401, [Issue("authentication required", "login")],
+                                headers={"WWW-Authenticate": "Bearer"})
+    return None
+
+
+def _finish(response: Response) -> Response:
+    st = state()
+    origins = st.settings.allowed_origins
+    origin = request.headers.get("Origin")
+    allow = "*" if "*" in origins else (origin if origin and origin in origins else None)
+    if allow:
+        response.headers["Access-Control-Allow-Origin"] = allow
+        if allow != "*":
+            response.vary.add("Origin")
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+        response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Max-Age"] = "600"
+    request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
+    response.headers["X-Request-ID"] = request_id
+    started = getattr(g, "started", None)
+    duration = (time.perf_counter() - started) * 1000 if started else 0.0
+    access_log.info("request_id=%s method=%s path=%s status=%d duration_ms=%.1f",
+                    request_id, request.method, request.path[:200], response.status_code, duration)
+    return response
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cramp_cds").setLevel(level)
+
+
+def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint] = ()) -> Flask:
+    """Build the service. ``settings=None`` reads the environment; ``blueprints`` are extra pages to serve."""
+    settings = settings or Settings.from_env()
+    _configure_logging(settings.log_level)
+
+    import plugin
+    from plugin.validation import preload as preload_models
+
+    knowledge = plugin.default_knowledge()
+    registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days)
+    store = FeedbackStore(settings.database_path, suppression_days=settings.suppression_days,
+                          suppression_reasons=settings.suppression_reasons, reason_system=OVERRIDE_REASON_SYSTEM)
+    store.create()
+    verifier = None
+    if settings.auth_enabled:
+        from cds_hooks.auth import ClientVerifier
+
+        verifier = ClientVerifier(settings.auth)
+    else:
+        log.warning(AUTH_OFF_WARNING if settings.profile == "local"
+                    else "authentication is OFF (CRAMP_AUTH=off): every caller is trusted")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["cramp_cds"] = State(
+        settings=settings,
+        registry=registry,
+        runtime=HookRuntime(settings=settings, store=store, knowledge=knowledge),
+        verifier=verifier,
+        knowledge_version=getattr(knowledge, "version", None),
+    )
+    register_error_handlers(app)
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_blueprint(bp)
+    for extra in blueprints:
+        app.register_blueprint(extra)
+    # Load what the first call would otherwise load, then take the long-lived objects (models, knowledge)
+    # out of the garbage collector's view: full collections walking them were the latency tail.
+    preload_models()
+    gc.collect()
+    gc.freeze()
+    log.info("cramp-cds ready: profile=%s services=%d database=%s auth=%s", settings.profile, len(registry),
+             settings.database_path, "on" if verifier else "off")
+    return app

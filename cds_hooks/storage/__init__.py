@@ -1,0 +1,1 @@
+"""Persistence: feedback and suppression (SQLite, embedded)."""
