@@ -5,10 +5,11 @@
 | `errors` | named exit codes, typed exceptions |
 | `model` | BadRecord, PatientResult, BatchResult |
 | `inputs` | find the inputs: Bundle/resource JSON, ndjson(.gz), manifests, folders, URLs |
+| `steps` | the two pure steps every driver shares: `line_facts` (per line) and `review_patient` (per patient) |
 | `stream` | ndjson -> compact per-patient facts, in newline-aligned byte-range chunks |
 | `bundles` | Bundle / loose-resource JSON files -> `plugin.review` per patient |
 | `fhir_source` | a FHIR server: Bulk `$export` (kick-off, poll, download) or per-patient searches |
-| `runner` | orchestration: tasks, process pool, ordered merge, `plugin.rules.evaluate`, filters |
+| `runner` | the single-machine driver: tasks, process pool, ordered merge, `steps.review_patient`, filters |
 | `shards` | per-patient partial records and results spilled to disk by shard (flat memory) |
 | `progress` | tqdm bar on a terminal, one JSON summary line otherwise |
 | `reports/` | `summary` (shared rows and counts), `html` (self-contained page), `writer` (JSON, CSV, output) |

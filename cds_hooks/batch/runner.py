@@ -1,8 +1,9 @@
 """Run a batch review: inputs -> (parallel) facts -> the engine's `evaluate` per patient -> BatchResult.
 
 Every input kind ends in the engine the live service uses: Bundle files and per-patient FHIR searches
-go through `plugin.review`; ndjson goes through `plugin.review.facts_of` into `PatientRecord`s that
-`plugin.rules.evaluate` reviews. Work is split into tasks (one per JSON file, one per ndjson chunk);
+go through `plugin.review`; ndjson goes through the two steps every driver shares (`steps.line_facts` per
+line, `steps.review_patient` per patient; the Spark driver in `cds_hooks.batch.spark` runs the same two).
+This module is the single-machine driver. Work is split into tasks (one per JSON file, one per ndjson chunk);
 with `workers > 1` they run in a process pool, and their results are taken in task order, so the
 report is identical for any number of workers.
 
@@ -32,6 +33,7 @@ from cds_hooks.batch.inputs import Inputs, discover
 from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult, PatientRows, Summary, row_key
 from cds_hooks.batch.progress import Progress
 from cds_hooks.batch.shards import SHARDS, Spill, pack_records
+from cds_hooks.batch.steps import review_patient
 from cds_hooks.batch.stream import (
     DEFAULT_CHUNK_BYTES,
     Chunk,
@@ -43,7 +45,6 @@ from cds_hooks.batch.stream import (
 )
 from plugin import ReviewOptions, default_knowledge, review
 from plugin.knowledge import Knowledge
-from plugin.rules import evaluate
 
 LOOSE_SOURCE = "loose resource files"
 
@@ -100,7 +101,7 @@ def _execute(task: Chunk | JsonTask, state: _WorkerState, pack: bool = True) -> 
         result = process_chunk(task, state.stream)
         if not pack:
             return result
-        packed = pack_records(task.export, result.records, state.shards)
+        packed = pack_records(task.export, task.index, result.records, state.shards)
         patients, result.records = len(result.records), {}
         return _Packed(result, packed, patients)
     return process_json_file(task, now=state.as_of, options=state.options, knowledge=state.stream.knowledge)
@@ -154,7 +155,7 @@ class _Merger:
             self.spill.add_packed(packed.shards)
             patients = packed.patients
         else:
-            self.spill.add_records(task.export, result.records)
+            self.spill.add_records(task.export, task.index, result.records)
             patients = len(result.records)
         if task.type_hint == "Patient":
             self.patients += patients
@@ -240,11 +241,10 @@ def _review_shards(spill: Spill, rows_dir: Path, config: RunConfig, knowledge: K
     files: list[Path] = []
     summary = Summary()
     repeated: list[tuple[str, str]] = []
-    for k, rows, records in spill.shards_read_back():
-        for (export, _ref), rec in records.items():
-            rows.append(PatientResult(evaluate(rec, now=config.as_of, knowledge=knowledge, options=config.options),
-                                      export))
-        del records
+    state = StreamState(knowledge, {}, config.options.validate, config.as_of, config.options)
+    for k, rows, parts in spill.shards_read_back():
+        rows.extend(review_patient(export, ref, patient_parts, state) for (export, ref), patient_parts in parts.items())
+        del parts
         rows.sort(key=row_key)
         path = rows_dir / f"rows-{k:03d}.pickle"
         with open(path, "wb") as fh:
@@ -289,7 +289,8 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
                 for n, path in enumerate(inputs.json_files)]
             tasks += plan_chunks(inputs.ndjson, config.chunk_bytes, first_index=len(tasks))
             skipped = [f for f in inputs.ndjson if not f.relevant]
-            state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate, config.as_of),
+            state = _WorkerState(StreamState(knowledge, resolvers, config.options.validate, config.as_of,
+                                             config.options),
                                  config.as_of, config.options, spill.shards)
             progress.start(sum(_task_size(t) for t in tasks))
             merger = _run_tasks(tasks, state, max(1, config.workers), progress, spill)

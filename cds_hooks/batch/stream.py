@@ -1,8 +1,9 @@
 """Stream Bulk Data ndjson into compact per-patient facts, one byte-range chunk at a time.
 
-Memory model: a line is parsed, turned into facts (`plugin.review.facts_of`) and dropped; only the
-facts (`plugin.record.PatientRecord`) are kept. Medications (for `medicationReference`) are read first,
-in a pass over the Medication files only, and kept in a trimmed form in a `plugin.fhir_read.Resolver`.
+Memory model: a line is parsed, turned into facts (`steps.line_facts`, the step every driver shares) and
+dropped; only the facts (`plugin.record.PatientRecord`, folded by `steps.add_line`) are kept. Medications
+(for `medicationReference`) are read first, in a pass over the Medication files only, and kept in a trimmed
+form in a `plugin.fhir_read.Resolver`.
 
 A plain file is split into chunks of about `chunk_bytes` that start and end on a line boundary, so
 workers can read them in parallel; a `.gz` file is one chunk. A chunk's result carries its line count
@@ -14,27 +15,22 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
-
-import orjson
 
 from cds_hooks.batch.inputs import NdjsonFile
-from plugin.fhir_read import MEDICATION_TYPES, Resolver, local_reference, subject_of
-from plugin.knowledge import Knowledge
+from cds_hooks.batch.steps import (
+    StreamState,
+    add_line,
+    line_facts,
+    parse_line,
+    trimmed_medication,
+)
+from plugin.fhir_read import Resolver
 from plugin.record import PatientRecord
-from plugin.review import deceased_of, facts_of
-from plugin.validation import validation_problem
 
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024  # one read per range: small enough to keep the heap flat
-FACT_TYPES = frozenset({"Condition", "Observation", *MEDICATION_TYPES})
-_BOM = b"\xef\xbb\xbf"
-_MEDICATION_KEYS = ("resourceType", "id", "code", "ingredient")
-_LOINC_LIKE = re.compile(rb'"([0-9]{1,7}-[0-9])"')  # every JSON string shaped like a LOINC code
 
 
 @dataclass(frozen=True)
@@ -61,22 +57,6 @@ class ChunkResult:
     records: dict[str, PatientRecord] = field(default_factory=dict)
     bad: list[tuple[int, str]] = field(default_factory=list)  # (line within the chunk, 1-based; error)
     unattributed: Counter = field(default_factory=Counter)
-
-
-@dataclass(frozen=True)
-class StreamState:
-    """What every worker needs: the knowledge, the Medications of each export, whether to validate, and the
-    as-of date (records are kept compact: only what the rules can use as of then)."""
-
-    knowledge: Knowledge
-    resolvers: dict[str, Resolver]
-    validate: bool
-    as_of: datetime | None = None
-
-    @cached_property
-    def lab_codes(self) -> frozenset[bytes]:
-        """The LOINCs the rules read, as bytes: most Observations carry none of them."""
-        return frozenset(code.encode() for code in self.knowledge.lab_loincs)
 
 
 def plan_chunks(files: list[NdjsonFile], chunk_bytes: int = DEFAULT_CHUNK_BYTES, first_index: int = 0) -> list[Chunk]:
@@ -129,27 +109,6 @@ def iter_lines(chunk: Chunk) -> Iterator[bytes]:
         yield last
 
 
-def parse_line(line: bytes) -> tuple[dict | None, str | None]:
-    """(resource, None) or (None, error) for one non-blank ndjson line."""
-    if line.startswith(_BOM):
-        line = line[3:]
-    try:
-        resource = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return None, f"invalid JSON ({str(exc)[:120]})"
-    if not isinstance(resource, dict):
-        return None, f"not a JSON object ({type(resource).__name__})"
-    rtype = resource.get("resourceType")
-    if not isinstance(rtype, str) or not rtype:
-        return None, "no resourceType: not a FHIR resource"
-    return resource, None
-
-
-def trimmed_medication(resource: dict) -> dict:
-    """The parts of a Medication the engine reads (code and ingredients)."""
-    return {k: resource[k] for k in _MEDICATION_KEYS if k in resource}
-
-
 def load_medications(files: list[NdjsonFile]) -> tuple[dict[str, Resolver], list[tuple[str, int, str]], int]:
     """First pass: Medication resources per export -> (resolvers, bad lines (label, line, error), resources read).
 
@@ -181,64 +140,22 @@ def load_medications(files: list[NdjsonFile]) -> tuple[dict[str, Resolver], list
 
 
 def process_chunk(chunk: Chunk, state: StreamState) -> ChunkResult:
-    """Parse a chunk's lines into per-patient facts. A bad line is recorded; it never stops the chunk."""
-    knowledge, validate = state.knowledge, state.validate
-    resolver = state.resolvers.get(chunk.export) or Resolver()
+    """A chunk's lines through `steps.line_facts`, folded into per-patient partial records (`steps.add_line`).
+
+    A bad line is recorded; it never stops the chunk.
+    """
     result = ChunkResult(chunk.index)
-    records = result.records
-
-    def record_of(ref: str) -> PatientRecord:
-        rec = records.get(ref)
-        if rec is None:
-            rec = records[ref] = PatientRecord(patient=ref, now=state.as_of)
-        return rec
-
+    records, bad, unattributed = result.records, result.bad, result.unattributed
+    export, as_of = chunk.export, state.as_of
     observations = chunk.type_hint == "Observation"
-    lab_codes = state.lab_codes
-    loinc_like = _LOINC_LIKE.findall
     n = resources = 0
     for n, line in enumerate(iter_lines(chunk), 1):
-        body = line.strip()
-        if not body:
-            continue
-        # An Observation no rule reads (vital signs, other labs: most of them) is counted, not even parsed;
-        # a line not shaped like one JSON object is parsed all the same, to be reported as a bad record.
-        if observations and body[0] == 0x7B and body[-1] == 0x7D and lab_codes.isdisjoint(loinc_like(body)):
-            resources += 1
-            continue
-        resource, error = parse_line(body)
-        if error:
-            result.bad.append((n, error))
-            continue
-        resources += 1
-        rtype = resource["resourceType"]
-        try:
-            if rtype == "Patient":
-                ref = local_reference(resource)
-                if ref is None:
-                    result.bad.append((n, "Patient without an id"))
-                    continue
-                rec = record_of(ref)
-                deceased = deceased_of(resource)
-                if deceased and not rec.deceased:
-                    rec.deceased = deceased
-            elif rtype in FACT_TYPES:
-                subject = subject_of(resource, resolver)
-                if not subject or not subject.startswith("Patient/"):
-                    result.unattributed[rtype] += 1
-                    continue
-                rec = record_of(subject)  # every patient seen is reviewed, even one with no facts
-                facts = facts_of(resource, knowledge, resolver, rec.warnings, current_only=True)
-                # Strict validation for the medications and conditions that count; labs are read for their
-                # numbers, and validating every one of them would be most of the batch's time.
-                if validate and rtype != "Observation" and facts:
-                    problem = validation_problem(resource)
-                    if problem:
-                        ref = local_reference(resource) or rtype
-                        rec.warnings.append(f"{ref} is not valid FHIR R4 ({problem}); read anyway")
-                for fact in facts:
-                    rec.add(fact)
-        except Exception as exc:  # noqa: BLE001 - one resource must never stop the review
-            result.bad.append((n, f"{rtype} could not be reviewed ({type(exc).__name__})"))
+        facts = line_facts(line, export, state, observations=observations)
+        resources += facts.resource
+        if facts.error:
+            bad.append((n, facts.error))
+        if facts.unattributed:
+            unattributed[facts.unattributed] += 1
+        add_line(records, facts, as_of)
     result.lines, result.resources = n, resources
     return result
