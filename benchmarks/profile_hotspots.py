@@ -18,9 +18,7 @@ import contextlib
 import cProfile
 import gc
 import pstats
-import sqlite3
 import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -47,7 +45,7 @@ from benchmarks.hook_latency import add_echo_route, time_calls
 BUCKETS = [  # (bucket, test on "filename:function"), first match wins
     ("FHIR validation (fhir.resources / pydantic)", ("fhir_core", "fhir/resources", "pydantic", "validate_python",
                                                      "plugin/validation.py")),
-    ("SQLite (feedback store)", ("sqlite3", "cds_hooks/storage/feedback.py")),
+    ("database (feedback store: SQLAlchemy, sqlite3)", ("sqlite3", "sqlalchemy", "cds_hooks/storage/")),
     ("JSON (orjson)", ("orjson",)),
     ("regex (re, outside match_drug)", ("re.Pattern", "re.Match", "/re/")),
     ("engine: reading FHIR (plugin.fhir_read, codes, units, dates)",
@@ -156,26 +154,6 @@ def frozen_gc() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def persistent_sqlite() -> Iterator[None]:
-    """FeedbackStore._connect: one connection per thread, kept open, with synchronous=NORMAL (WAL)."""
-    from cds_hooks.storage import feedback as store
-
-    local = threading.local()
-
-    @contextlib.contextmanager
-    def _connect(self):
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        yield conn
-
-    with mock.patch.object(store.FeedbackStore, "_connect", _connect):
-        yield
-
-
-@contextlib.contextmanager
 def memoized_matchers() -> Iterator[None]:
     """match_drug / match_condition memoized on the codings and texts they read."""
     fhir_read = sys.modules["plugin.fhir_read"]
@@ -274,8 +252,7 @@ def hooks_section(report: Report) -> None:
                 ("baseline (code as is)", []),
                 ("A: no FHIR validation in the hook path", [no_validation]),
                 ("B: gc.freeze() after create_app", [frozen_gc]),
-                ("C: SQLite connection kept per thread, synchronous=NORMAL", [persistent_sqlite]),
-                ("A+B+C", [no_validation, frozen_gc, persistent_sqlite]),
+                ("A+B", [no_validation, frozen_gc]),
             ]
             base = None
             for name, patches in variants:

@@ -9,7 +9,7 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_HOST` | `127.0.0.1` | interface `cramp-cds serve` listens on (`--host` overrides) |
 | `CRAMP_PORT` | `8080` | port `cramp-cds serve` listens on (`--port` overrides) |
 | `CRAMP_DATA_DIR` | `./var` | folder for the SQLite database and the generated secret key (created if missing) |
-| `CRAMP_DATABASE` | `sqlite:///<CRAMP_DATA_DIR>/cramp.db` | feedback store: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or a plain file path. SQLite in WAL mode, safe for several gunicorn workers on one host. |
+| `CRAMP_DATABASE` | `sqlite:///<CRAMP_DATA_DIR>/cramp.db` | the store (feedback, suppression, `jti` replay memory): `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or a plain file path (SQLite in WAL mode: several workers on one host), or `postgresql://user:password@host:5432/dbname` (several hosts). The schema is created and upgraded at start (Alembic). |
 | `CRAMP_SECRET_KEY` | local: generated once into `<CRAMP_DATA_DIR>/secret_key` (mode 0600); production: **required** | HMAC-SHA256 key that turns `fhirServer + "\|" + patientId` into the opaque patient key the feedback store keeps (it never stores raw patient ids). At least 16 characters. Changing it forgets earlier overrides. |
 | `CRAMP_TRIGGER_POLICY` | `documented` | when `patient-view` speaks: `documented` = only when the record documents leg cramps (or quinine is active); `any` = whenever a contributor is found |
 | `CRAMP_LAB_LOOKBACK_DAYS` | `365` | how far back the `observations` prefetch template (`date=ge{{today() - N days}}`) and the lab rules look |
@@ -61,7 +61,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     data_dir: Path = Path("var")
-    database_path: Path = Path("var/cramp.db")
+    database_path: Path | None = Path("var/cramp.db")  # the SQLite file; None for PostgreSQL
+    database_url: str = "sqlite:///var/cramp.db"
     secret_key: bytes = field(default=b"", repr=False)
     trigger_policy: str = "documented"
     lab_lookback_days: int = 365
@@ -100,7 +101,7 @@ class Settings:
         profile = reader.choice("CRAMP_PROFILE", "production", PROFILES)
         local = profile == "local"
         data_dir = Path(reader.text("CRAMP_DATA_DIR", "var"))
-        database_path = _database_path(reader.text("CRAMP_DATABASE", ""), data_dir)
+        database_url, database_path = _database(reader.text("CRAMP_DATABASE", ""), data_dir)
         reasons = reader.csv("CRAMP_SUPPRESSION_REASONS", "already-addressed,benefit-outweighs-risk")
         for reason in reasons:
             if reason not in OVERRIDE_REASON_CODES:
@@ -124,6 +125,7 @@ class Settings:
             "port": reader.integer("CRAMP_PORT", 8080, low=1, high=65535),
             "data_dir": data_dir,
             "database_path": database_path,
+            "database_url": database_url,
             "trigger_policy": reader.choice("CRAMP_TRIGGER_POLICY", "documented", TRIGGER_POLICIES),
             "lab_lookback_days": reader.integer("CRAMP_LAB_LOOKBACK_DAYS", 365, low=1, high=36500),
             "lab_suggestion_months": reader.integer("CRAMP_LAB_SUGGESTION_MONTHS", 12, low=1, high=1200),
@@ -191,18 +193,25 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
-def _database_path(value: str, data_dir: Path) -> Path:
+def _database(value: str, data_dir: Path) -> tuple[str, Path | None]:
+    """``CRAMP_DATABASE`` → (SQLAlchemy URL, SQLite file or None)."""
+    if value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        rest = value.split("://", 1)[1]
+        if not rest.split("?", 1)[0].strip("/"):
+            raise SettingsError("CRAMP_DATABASE: a PostgreSQL URL needs a host and a database name")
+        return "postgresql+psycopg://" + rest, None
     if not value:
-        return data_dir / "cramp.db"
-    if value.startswith("sqlite:///"):
+        path = str(data_dir / "cramp.db")
+    elif value.startswith("sqlite:///"):
         path = value[len("sqlite:///"):]
     elif "://" in value:
-        raise SettingsError(f"CRAMP_DATABASE: only sqlite:///path or a file path is supported, got {value!r}")
+        raise SettingsError(f"CRAMP_DATABASE: use sqlite:///path, a file path or postgresql://…, got "
+                            f"{value.split('://', 1)[0]}://…")
     else:
         path = value
     if not path or path == ":memory:":
         raise SettingsError("CRAMP_DATABASE: needs a file path (an in-memory database is not shared by workers)")
-    return Path(path)
+    return f"sqlite:///{path}", Path(path)
 
 
 def _secret_key(value: str, *, local: bool, data_dir: Path) -> bytes:

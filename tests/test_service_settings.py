@@ -44,7 +44,7 @@ def test_review_options_carry_the_clinical_windows(tmp_path):
 @pytest.mark.parametrize(("name", "value"), [
     ("CRAMP_PORT", "eighty"), ("CRAMP_PORT", "70000"), ("CRAMP_PROFILE", "staging"),
     ("CRAMP_TRIGGER_POLICY", "always"), ("CRAMP_FHIR_BUDGET", "-1"), ("CRAMP_FHIR_READ_TIMEOUT", "soon"),
-    ("CRAMP_SUPPRESSION_REASONS", "already-addressed,whatever"), ("CRAMP_DATABASE", "postgres://db/cramp"),
+    ("CRAMP_SUPPRESSION_REASONS", "already-addressed,whatever"), ("CRAMP_DATABASE", "mysql://db/cramp"),
     ("CRAMP_DATABASE", ":memory:"), ("CRAMP_ALLOWED_ORIGINS", "ehr.example.org"),
     ("CRAMP_PUBLIC_BASE_URL", "cds.example.org"), ("CRAMP_SECRET_KEY", "short"), ("CRAMP_LOG_LEVEL", "LOUD"),
     ("CRAMP_MAX_FEEDBACK_ENTRIES", "0"),

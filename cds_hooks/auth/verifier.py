@@ -25,9 +25,9 @@ Order of the checks in :meth:`ClientVerifier.verify`:
    ``tenant`` if the issuer has a tenant allow-list.
 6. ``jti`` not seen before for that issuer (last, so unsigned junk cannot fill the store).
 
-The replay store is in memory and therefore **per process**: with several gunicorn workers a
-token replayed to another worker is not detected. Pass a shared store (anything with
-``seen(iss, jti, exp) -> bool``) to close that gap.
+Without a ``replay_store`` the jti memory is in memory and therefore **per process**. The service passes
+:class:`cds_hooks.storage.replay.DatabaseReplayStore` (anything with ``seen(iss, jti, exp) -> bool`` fits),
+which is shared by every worker and host and survives restarts.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class ClientVerifier:
     ) -> None:
         self.config = config
         self._clock = clock
-        self.replay_store: ReplayStore = replay_store or InMemoryReplayStore(clock=clock)
+        # "is None", not "or": an empty store may well be falsy (it has a length)
+        self.replay_store: ReplayStore = InMemoryReplayStore(clock=clock) if replay_store is None else replay_store
         # A bad pinned JWKS file is a start-up error (ValueError) raised here.
         self.keys = KeySource(config, session=session, clock=clock)
 

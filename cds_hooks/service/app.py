@@ -36,7 +36,9 @@ from cds_hooks.service.openapi import openapi_document
 from cds_hooks.service.services import Service, build_registry, discovery_document
 from cds_hooks.service.validation import parse_feedback
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM, Settings
+from cds_hooks.storage.database import Database
 from cds_hooks.storage.feedback import FeedbackStore
+from cds_hooks.storage.replay import DatabaseReplayStore
 
 log = logging.getLogger("cramp_cds.app")
 access_log = logging.getLogger("cramp_cds.access")
@@ -210,14 +212,16 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
 
     knowledge = plugin.default_knowledge()
     registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days)
-    store = FeedbackStore(settings.database_path, suppression_days=settings.suppression_days,
+    database = Database(settings.database_url)
+    database.migrate()
+    store = FeedbackStore(database, suppression_days=settings.suppression_days,
                           suppression_reasons=settings.suppression_reasons, reason_system=OVERRIDE_REASON_SYSTEM)
-    store.create()
     verifier = None
     if settings.auth_enabled:
         from cds_hooks.auth import ClientVerifier
 
-        verifier = ClientVerifier(settings.auth)
+        # the jti memory is the database: a token is accepted once across workers, hosts and restarts (X7)
+        verifier = ClientVerifier(settings.auth, replay_store=DatabaseReplayStore(database))
     else:
         log.warning(AUTH_OFF_WARNING if settings.profile == "local"
                     else "authentication is OFF (CRAMP_AUTH=off): every caller is trusted")
@@ -244,5 +248,5 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
     gc.collect()
     gc.freeze()
     log.info("cramp-cds ready: profile=%s services=%d database=%s auth=%s", settings.profile, len(registry),
-             settings.database_path, "on" if verifier else "off")
+             database.describe(), "on" if verifier else "off")
     return app

@@ -69,5 +69,6 @@ def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datet
     card_uuid = card.body.get("uuid")
     if isinstance(card_uuid, str):
         runtime.store.record_issued(card_uuid=card_uuid, service_id=service.id, patient=patient,
-                                    card_key=card.key, issued_at=now)
+                                    card_key=card.key, issued_at=now, indicator=card.body.get("indicator"),
+                                    contributors=card.contributors)
     return {"cards": [card.body]}

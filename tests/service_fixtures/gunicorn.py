@@ -1,0 +1,80 @@
+"""The production server on loopback for tests: the README's gunicorn command with 2 workers on a free port,
+its own data folder and environment, stopped (and restartable) by the test."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.service_fixtures.postgres import free_port
+
+BIN = Path(sys.executable).parent
+APP = "cds_hooks.app:create_app()"
+
+
+def production_command(port: int, workers: int = 2) -> list[str]:
+    """The README's production command, on a test port."""
+    return [str(BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", APP]
+
+
+class Gunicorn:
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.workers = workers
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> Gunicorn:
+        self._offset = len(self.log())
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's lifetime
+        self.proc = subprocess.Popen(production_command(self.port, self.workers), env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}): {self.log()[-3000:]}")
+            try:
+                if requests.get(self.base + "/healthz", timeout=2).status_code == 200 and self._all_workers_up():
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not answer within {timeout} s: {self.log()[-3000:]}")
+
+    def _all_workers_up(self) -> bool:
+        return self.log()[self._offset:].count("cramp-cds ready") >= self.workers
+
+    def __enter__(self) -> Gunicorn:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.port = free_port()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,103 @@
+"""Several gunicorn workers share one store (issue 13 item 4, issue 14 item 2): on an SQLite file and on a
+real PostgreSQL server. A client JWT replayed to another worker, or after a restart, is refused (X7); feedback
+sent to any worker is stored once and suppresses on every worker (F2, F3)."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import jwt
+import pytest
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from cds_hooks.storage.database import Database
+from cds_hooks.storage.feedback import FeedbackStore
+from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
+from tests.service_fixtures.gunicorn import Gunicorn
+from tests.service_fixtures.support import SECRET, cramps_on_thiazide_prefetch, feedback_entry, hook_request
+
+pytestmark = pytest.mark.slow
+
+ISS = "https://ehr.example.org"
+KEY = ec.generate_private_key(ec.SECP384R1())
+SERVICE = "/cds-services/leg-cramp-patient-view"
+
+
+def signed(aud: str) -> str:
+    now = int(time.time())
+    claims = {"iss": ISS, "aud": aud, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+    return jwt.encode(claims, KEY, algorithm="ES384", headers={"typ": "JWT", "kid": "k1"})
+
+
+def server_env(tmp_path, database_url: str, **extra: str) -> dict[str, str]:
+    return {"CRAMP_PROFILE": "local", "CRAMP_DATA_DIR": str(tmp_path / "var"), "CRAMP_SECRET_KEY": SECRET,
+            "CRAMP_DATABASE": database_url, "CRAMP_SANDBOX": "off", **extra}
+
+
+@pytest.fixture
+def secured_env(tmp_path, database_url):
+    jwk = {**ECAlgorithm.to_jwk(KEY.public_key(), as_dict=True), "kid": "k1", "alg": "ES384", "use": "sig"}
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    (tmp_path / "clients.json").write_text(json.dumps({"clients": [{"iss": ISS, "jwks_file": "jwks.json"}]}))
+    return server_env(tmp_path, database_url, CRAMP_AUTH="on",
+                      CRAMP_TRUSTED_CLIENTS=str(tmp_path / "clients.json"))
+
+
+def test_x7_a_jwt_replayed_to_the_other_worker_or_after_a_restart_is_refused(tmp_path, secured_env):
+    with Gunicorn(secured_env, tmp_path / "gunicorn.log") as server:
+        url = server.base + "/cds-services"
+        # The same token sent on 12 connections at once: both workers take some, only one call is let in.
+        token = signed(url)
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(
+                lambda _: requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code,
+                range(12)))
+        assert sorted(statuses) == [200] + [401] * 11
+        fresh = signed(url)
+        assert requests.get(url, headers={"Authorization": f"Bearer {fresh}"}, timeout=10).status_code == 200
+
+        server.restart()  # new worker processes: nothing is remembered in memory
+        url = server.base + "/cds-services"
+        replay = requests.get(url, headers={"Authorization": f"Bearer {fresh}"}, timeout=10)
+        assert replay.status_code == 401
+        assert token not in server.log() and fresh not in server.log(), "tokens never reach the log"
+
+
+def test_f2_f3_feedback_through_two_workers_is_stored_once_and_suppresses_on_both(tmp_path, database_url):
+    with Gunicorn(server_env(tmp_path, database_url), tmp_path / "gunicorn.log") as server:
+        def call(i: int) -> dict:
+            body = hook_request(prefetch=cramps_on_thiazide_prefetch(), pid=f"patient-{i}")
+            for key in ("medications", "conditions"):
+                for entry in body["prefetch"][key]["entry"]:
+                    entry["resource"]["subject"]["reference"] = f"Patient/patient-{i}"
+            body["prefetch"]["patient"]["id"] = f"patient-{i}"
+            [card] = requests.post(server.base + SERVICE, json=body, timeout=30).json()["cards"]
+            answer = requests.post(server.base + SERVICE + "/feedback", timeout=30,
+                                   json={"feedback": [feedback_entry(card["uuid"], reason="already-addressed")]})
+            assert answer.status_code == 200
+            return card
+
+        with ThreadPoolExecutor(6) as pool:
+            cards = list(pool.map(call, range(24)))
+
+        store = FeedbackStore(Database(database_url), suppression_days=30, suppression_reasons=("already-addressed",),
+                              reason_system=OVERRIDE_REASON_SYSTEM)
+        stored = store.feedback_rows()
+        assert sorted(r["card_uuid"] for r in stored) == sorted(c["uuid"] for c in cards)
+        assert {r["contributors"] for r in store.issued_rows()} == {"thiazide-diuretic"}
+
+        # patient-3's override is seen by whichever worker answers next
+        body = hook_request(prefetch=cramps_on_thiazide_prefetch(), pid="patient-3")
+        for key in ("medications", "conditions"):
+            for entry in body["prefetch"][key]["entry"]:
+                entry["resource"]["subject"]["reference"] = "Patient/patient-3"
+        body["prefetch"]["patient"]["id"] = "patient-3"
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: requests.post(server.base + SERVICE, json=body, timeout=30).json(),
+                                    range(8)))
+        assert answers == [{"cards": []}] * 8
+        store.close()
