@@ -73,6 +73,8 @@ class FeedbackStore:
              "outcome_timestamp": iso(e.outcome_timestamp), "received_at": iso(received_at)}
             for e in entries
         ]
+        if not rows:  # an empty feedback list is valid and stores nothing
+            return
         with self.engine.begin() as conn:
             conn.execute(feedback.insert(), rows)
 
