@@ -14,9 +14,9 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
 from cds_hooks.storage.database import Database
 from cds_hooks.storage.feedback import FeedbackStore
-from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
 from tests.service_fixtures.gunicorn import Gunicorn
 from tests.service_fixtures.support import SECRET, cramps_on_thiazide_prefetch, feedback_entry, hook_request
 

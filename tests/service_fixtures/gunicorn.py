@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -56,7 +57,7 @@ class Gunicorn:
     def _all_workers_up(self) -> bool:
         return self.log()[self._offset:].count("cramp-cds ready") >= self.workers
 
-    def __enter__(self) -> Gunicorn:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
