@@ -14,9 +14,11 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cds_hooks import knowledge_cli
 from cds_hooks.batch import cli as batch_cli
 from cds_hooks.sandbox import cli as sandbox_cli
 from cds_hooks.settings import Settings, SettingsError
+from plugin.knowledge import KnowledgeError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -54,6 +56,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("run the CDS Hooks service", _serve_args, _serve),
     "review": Command(batch_cli.HELP, batch_cli.configure, batch_cli.run),
     "sandbox": Command(sandbox_cli.HELP, sandbox_cli.configure, sandbox_cli.run),
+    "knowledge": Command(knowledge_cli.HELP, knowledge_cli.configure, knowledge_cli.run),
 }
 
 
@@ -72,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command].run(args)
     except SettingsError as exc:
         print(f"cramp-cds: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KnowledgeError as exc:  # CRAMP_SITE_KNOWLEDGE or a knowledge file that cannot be used
+        print(f"cramp-cds: knowledge error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_FAILURE

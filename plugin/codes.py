@@ -10,6 +10,7 @@ ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
+NDC = "http://hl7.org/fhir/sid/ndc"
 
 # Spellings seen in real feeds for the same systems (trailing slash, OID form, http/https).
 _ALIASES = {
@@ -25,6 +26,8 @@ _ALIASES = {
     LOINC: LOINC,
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
     UCUM: UCUM,
+    NDC: NDC,
+    "urn:oid:2.16.840.1.113883.6.69": NDC,
 }
 
 
@@ -52,6 +55,31 @@ def _canonical_variant(system: str) -> str | None:
 def normalise_icd10(code: str) -> str:
     """ICD-10-CM without the dot, upper case: 'e11.42' and 'E1142' are the same code."""
     return code.replace(".", "").strip().upper()
+
+
+def normalise_ndc(code: str) -> str:
+    """An NDC as 11 digits (the HIPAA 5-4-2 form): '0093-3002-01', '00093300201' and '0093-3002-1' agree.
+
+    Hyphenated 10-digit forms (4-4-2, 5-3-2, 5-4-1) are padded in the short segment; anything else is
+    returned without hyphens, unchanged otherwise (and then matches nothing).
+    """
+    parts = code.strip().split("-")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return f"{parts[0]:0>5}{parts[1]:0>4}{parts[2]:0>2}"
+    return code.strip().replace("-", "")
+
+
+def local_codings(concept: object) -> Iterator[tuple[str, str]]:
+    """(system as written, code) for the codings in systems we do not know: a site's local drug or
+    problem ids (Epic ERX, Cerner Multum, First Databank …), which only a site code map can match."""
+    if not isinstance(concept, dict):
+        return
+    for coding in array(concept.get("coding")):
+        if isinstance(coding, dict):
+            system, code = coding.get("system"), coding.get("code")
+            if (isinstance(system, str) and isinstance(code, str) and code.strip()
+                    and canonical_system(system) is None):
+                yield system.strip(), code.strip()
 
 
 def normalise_atc(code: str) -> str:

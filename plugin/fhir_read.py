@@ -13,6 +13,7 @@ from plugin.codes import (
     ATC,
     ICD10CM,
     LOINC,
+    NDC,
     RXNORM,
     SNOMED,
     UCUM,
@@ -20,8 +21,10 @@ from plugin.codes import (
     codings,
     concept_label,
     concept_texts,
+    local_codings,
     normalise_atc,
     normalise_icd10,
+    normalise_ndc,
 )
 from plugin.knowledge import ELEMENT_OF, Knowledge, normalise_words
 from plugin.record import ConditionFact, LabFact, MedicationFact
@@ -190,6 +193,9 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
             if system == RXNORM:
                 ids = knowledge.rxnorm.get(code, ())
                 label = f"RxNorm {code}"
+            elif system == NDC:
+                ids = knowledge.ndc.get(normalise_ndc(code), ())
+                label = f"NDC {code}"
             elif system == ATC:
                 atc = normalise_atc(code)
                 label = f"ATC {atc}"
@@ -199,6 +205,12 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
                 if cid not in found:
                     found.append(cid)
                     how = how or label
+        if knowledge.local_drug:  # a site's own drug ids (CRAMP_SITE_KNOWLEDGE)
+            for key in local_codings(concept):
+                for cid in knowledge.local_drug.get(key, ()):
+                    if cid not in found:
+                        found.append(cid)
+                        how = how or f"site code {key[0]}|{key[1]}"
     texts = [t for c in concepts for t in concept_texts(c)] + [t for t in extra_texts if t]
     for cid, word in _word_matches(texts, knowledge.drug_names, knowledge.drug_name_ids, knowledge.word_cache):
         if cid not in found:
@@ -308,6 +320,7 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
             for lo, hi, range_ids in knowledge.icd_ranges:
                 if lo <= icd[: len(lo)] <= hi:
                     ids += range_ids
+            ids += knowledge.icd_exact.get(icd, ())
         elif system == SNOMED:
             ids = knowledge.snomed.get(code, ())
             label = f"SNOMED CT {code}"
@@ -315,6 +328,12 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
             if cid not in found:
                 found.append(cid)
                 how = how or label
+    if knowledge.local_condition:  # a site's own problem-list ids (CRAMP_SITE_KNOWLEDGE)
+        for key in local_codings(concept):
+            for cid in knowledge.local_condition.get(key, ()):
+                if cid not in found:
+                    found.append(cid)
+                    how = how or f"site code {key[0]}|{key[1]}"
     if not found:
         for cid, word in _word_matches(concept_texts(concept), knowledge.condition_words,
                                         knowledge.condition_word_ids, knowledge.word_cache, skip_negated=True):

@@ -6,14 +6,18 @@ Match indexes are precomputed here so that matching a coding is a dictionary loo
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from plugin.codes import normalise_atc, normalise_icd10
+from plugin.knowledge.errors import KnowledgeError
+from plugin.knowledge.terminology import PACK_PATH, Indexes, SiteCode, read_pack, read_site_files
 
 DEFAULT_PATH = Path(__file__).with_name("contributors.json")
+SITE_KNOWLEDGE_VARIABLE = "CRAMP_SITE_KNOWLEDGE"
 
 CATEGORIES = ("harm", "trigger", "electrolyte", "medication", "condition")
 GRADES = ("strong", "moderate", "weak-moderate", "weak", "not-established")
@@ -27,10 +31,6 @@ REQUIRED_IDS = frozenset({
 DIURETICS = ("loop-diuretic", "thiazide-diuretic", "potassium-sparing-diuretic")
 ELEMENT_OF = {"low-potassium": "potassium", "low-magnesium": "magnesium", "low-calcium": "calcium"}
 _ICD_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{0,4})?$")
-
-
-class KnowledgeError(ValueError):
-    """The knowledge file is unusable; the message names the file and the entry."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,14 @@ class Knowledge:
     condition_word_ids: dict[str, tuple[str, ...]]
     labs: dict[str, LabCode]
     monitoring_labs: dict[str, str]
+    # From the terminology pack and site code maps (plugin/knowledge/terminology.py).
+    ndc: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    icd_exact: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    local_drug: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    local_condition: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    pack: dict = field(default_factory=dict, compare=False, repr=False)  # as parsed: per-code provenance
+    pack_path: str | None = None
+    site_codes: tuple[SiteCode, ...] = ()
     # Drug and condition texts repeat endlessly across records: remember what the word patterns found.
     word_cache: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -118,8 +126,10 @@ def _word_pattern(words: dict[str, list[str]]) -> re.Pattern | None:
     return re.compile(rf"(?<![a-z0-9])(?:{body})(?![a-z0-9])", re.IGNORECASE)
 
 
-def load_knowledge(path: str | Path | None = None) -> Knowledge:
-    """Load and validate a knowledge file (the built-in one by default)."""
+def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = PACK_PATH,
+                   site: tuple[str | Path, ...] | list[str | Path] = ()) -> Knowledge:
+    """Load and validate a knowledge file (the built-in one by default), the terminology pack (`pack=None`:
+    none) and any site code maps (FHIR ValueSet/ConceptMap files naming contributor ids)."""
     path = Path(path) if path else DEFAULT_PATH
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -249,6 +259,30 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
     if not isinstance(monitoring, dict):
         raise _fail(path, "monitoring_labs", "expected an object of LOINC -> name")
 
+    known = {cid: c.category for cid, c in contributors.items()}
+    raw_pack, extra = read_pack(Path(pack), known) if pack else ({}, Indexes())
+    site_codes, site_extra = read_site_files([Path(p) for p in site], known)
+    rxnorm_names = _first_names(entries)
+    ndc: dict[str, list[str]] = {}
+    icd_exact: dict[str, list[str]] = {}
+    local_drug: dict[tuple[str, str], list[str]] = {}
+    local_condition: dict[tuple[str, str], list[str]] = {}
+    for more in (extra, site_extra):
+        for target, source in ((rxnorm, more.rxnorm), (ndc, more.ndc), (snomed, more.snomed),
+                               (icd_exact, more.icd_exact), (local_drug, more.local_drug),
+                               (local_condition, more.local_condition)):
+            for key, ids in source.items():
+                have = target.get(key)
+                if have is None:
+                    target[key] = ids  # the common case: a code only the pack knows
+                else:
+                    have.extend(cid for cid in ids if cid not in have)
+        for word, ids in more.names.items():
+            for cid in ids:
+                _add(drug_words, normalise_words(word), cid)
+        for code, name in more.rxnorm_names.items():
+            rxnorm_names.setdefault(code, name)
+
     freeze = lambda index: {k: tuple(v) for k, v in index.items()}
     return Knowledge(
         version=str(raw.get("version", "unversioned")),
@@ -256,7 +290,7 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         sources=sources,
         contributors=contributors,
         rxnorm=freeze(rxnorm),
-        rxnorm_names=_first_names(entries),
+        rxnorm_names=rxnorm_names,
         atc=freeze(atc),
         atc_lengths=tuple(sorted({len(k) for k in atc}, reverse=True)),
         icd_prefix=freeze(icd_prefix),
@@ -269,6 +303,13 @@ def load_knowledge(path: str | Path | None = None) -> Knowledge:
         condition_word_ids=freeze(condition_words),
         labs=labs,
         monitoring_labs={str(k): str(v) for k, v in monitoring.items()},
+        ndc=freeze(ndc),
+        icd_exact=freeze(icd_exact),
+        local_drug=freeze(local_drug),
+        local_condition=freeze(local_condition),
+        pack=raw_pack,
+        pack_path=str(pack) if pack else None,
+        site_codes=tuple(site_codes),
     )
 
 
@@ -281,7 +322,14 @@ def _first_names(entries: list[dict]) -> dict[str, str]:
     return names
 
 
+def site_knowledge_files(environ: dict | None = None) -> tuple[Path, ...]:
+    """The site code maps named by CRAMP_SITE_KNOWLEDGE (one file, or several separated by the OS path
+    separator, ':' on Unix)."""
+    value = (os.environ if environ is None else environ).get(SITE_KNOWLEDGE_VARIABLE, "")
+    return tuple(Path(p) for p in value.split(os.pathsep) if p.strip())
+
+
 @lru_cache(maxsize=1)
 def default_knowledge() -> Knowledge:
-    """The built-in knowledge, loaded once per process."""
-    return load_knowledge()
+    """The built-in knowledge with the terminology pack and the site's code maps, loaded once per process."""
+    return load_knowledge(site=site_knowledge_files())

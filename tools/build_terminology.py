@@ -1,0 +1,445 @@
+"""Build plugin/knowledge/terminology.json from public code lists (run by hand; its output is committed).
+
+    python tools/build_terminology.py [--mirrors /work/.mirror] [--out plugin/knowledge/terminology.json]
+
+Every code in the pack comes from a file in a git snapshot of a public repository (fetched beside the
+project under --mirrors as `owner+name/repo`), and the pack records, per code, the repository, commit,
+file and — where the list is a VSAC value set — its OID, name and expansion version. Facts (codes and
+their names) are carried over; nothing is invented here:
+
+- a medication code belongs to a contributor when its published name (or the list's own ingredient
+  column) names one of the contributor's ingredients, whole word (`quinidine` is not quinine); a
+  combination belongs to every contributor whose ingredient it contains;
+- a condition code belongs to the contributor its value set is mapped to below, minus names the clinical
+  reference excludes (gestational diabetes, mononeuropathy, history-of …).
+
+Term types (TTY) come from the list where it gives them (RxNorm TTY, OMOP concept class); otherwise
+from the RxNorm naming pattern ("{…} Pack [Brand]" is a BPCK); the pack says which (`tty_from`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRIBUTORS = ROOT / "plugin" / "knowledge" / "contributors.json"
+DEFAULT_OUT = ROOT / "plugin" / "knowledge" / "terminology.json"
+
+# Each medication contributor's ingredients (lower case, as RxNorm spells them, salts follow the word).
+INGREDIENTS = {
+    "quinine": ["quinine"],
+    "loop-diuretic": ["furosemide", "bumetanide", "torsemide", "ethacrynic acid", "ethacrynate"],
+    "thiazide-diuretic": ["hydrochlorothiazide", "chlorothiazide", "chlorthalidone", "indapamide", "metolazone",
+                          "bendroflumethiazide", "methyclothiazide", "polythiazide", "trichlormethiazide"],
+    "potassium-sparing-diuretic": ["spironolactone", "eplerenone", "amiloride", "triamterene"],
+    "laba": ["salmeterol", "formoterol", "arformoterol", "vilanterol", "olodaterol", "indacaterol"],
+    "statin": ["atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovastatin", "fluvastatin",
+               "pitavastatin"],
+    "iron-sucrose": ["iron sucrose"],
+    "conjugated-estrogens": ["estrogens, conjugated", "conjugated estrogens"],
+    "raloxifene": ["raloxifene"],
+    "teriparatide": ["teriparatide"],
+    "naproxen": ["naproxen"],
+}
+# The lists' own class labels, where a row's name does not carry the ingredient (e.g. "Lasix Pill").
+SSMITH_CLASSES = {"THIAZIDE_DIURETIC": "thiazide-diuretic", "LOOP_DIURETIC": "loop-diuretic",
+                  "K_SPARING_DIURETIC": "potassium-sparing-diuretic",
+                  "ALDO_ANTAGONIST": "potassium-sparing-diuretic"}
+
+# ESRD and dialysis are their own finding when the knowledge has such a contributor; until then they
+# stay with chronic kidney disease (the loader applies this fallback when the id is absent).
+ESRD = "esrd-dialysis"
+FALLBACK_IDS = {ESRD: "chronic-kidney-disease"}
+
+# Condition value sets -> contributor, with names the clinical reference keeps out.
+_NOT_CURRENT = r"history of|family history|personal history|screening|suspected|ruled out|no evidence|absent"
+
+
+@dataclass(frozen=True)
+class ConditionSet:
+    contributor: str
+    keep: str = ""          # a name must match this (when set)
+    drop: str = ""          # … and must not match this
+    esrd: str = ""          # names matching this go to the ESRD contributor
+
+
+CKD_ESRD = r"(?<!pre-)end.stage|stage 5|\bESRD\b|dialysis|kidney failure|renal failure|anephric"
+CANVAS_CONDITIONS = {
+    "2.16.840.1.113883.3.464.1003.103.12.1001": ConditionSet("diabetes", drop=r"gestation|prediabet|pre-diabet"),
+    "2.16.840.1.113883.3.464.1003.103.12.1020": ConditionSet("diabetes", drop=r"gestation|prediabet"),
+    "2.16.840.1.113762.1.4.1047.21": ConditionSet(
+        "peripheral-artery-disease",
+        keep=r"extremit|\blegs?\b|\blimbs?\b|peripheral|claudication|iliac|femoral|popliteal|tibial|"
+             r"\bfoot\b|\btoes?\b|gangrene|rest pain",
+        drop=r"coronary|cerebr|carotid|renal|aort(a|ic)(?! ?-?iliac)|retina|mesenteric|upper"),
+    "2.16.840.1.113883.3.526.3.353": ConditionSet(ESRD),
+    "2.16.840.1.113883.3.526.3.1002": ConditionSet(ESRD),
+    "2.16.840.1.113883.3.464.1003.109.12.1017": ConditionSet("chronic-kidney-disease", esrd=CKD_ESRD),
+    "2.16.840.1.113883.3.464.1003.199.12.1035": ConditionSet(
+        "cirrhosis", keep=r"cirrho|fibrosis|chronic liver|alcoholic liver|portal hypertension|"
+                          r"end.stage liver|hepatic failure|hepatorenal|esophageal varices",
+        drop=r"cystic fibrosis|acute|pulmonary"),
+    "2.16.840.1.113762.1.4.1047.42": ConditionSet(
+        "cirrhosis", keep=r"cirrho|fibrosis|chronic liver|alcoholic liver|portal hypertension|end.stage liver|"
+                          r"chronic hepatic failure|hepatorenal",
+        drop=r"cystic fibrosis|acute|pulmonary"),
+    "2.16.840.1.113883.3.526.3.378": ConditionSet("pregnancy", drop=_NOT_CURRENT + r"|postpartum|puerper|"
+                                                  r"pregnancy loss|pregnancy test|not pregnant"),
+}
+# PEDSnet Variable-Dictionary condition code sets (OMOP concept lists with vocabulary).
+PEDSNET_CONDITIONS = {
+    "conditions/dx_2022_03_CKDAllStages_V1.csv": ConditionSet(
+        "chronic-kidney-disease", keep=r"chronic|stage|end.stage|CKD", drop=_NOT_CURRENT + r"|acute",
+        esrd=CKD_ESRD),
+    "conditions/dx_2021_11_KidneyDialysis_V1.csv": ConditionSet(
+        ESRD, keep=r"dependen|end.stage|\bESRD\b|on (renal |peritoneal |hemo|haemo)?dialysis|dialysis status|"
+                   r"stage 5",
+        drop=_NOT_CURRENT + r"|complication|stopped|started|decision|assessment|referral|declined|education|"
+                            r"review|plan\b|foreign body|accident|misadventure|infection|reaction|mechanical"),
+    "conditions/dx_2021_12_Hypothyroidism_V1.csv": ConditionSet("hypothyroidism", drop=_NOT_CURRENT),
+    "conditions/dx_peripheral_neuropathy.csv": ConditionSet(
+        "neuropathy", keep=r"polyneuropath|peripheral neuropath|diabetic neuropath|sensory neuropath|"
+                           r"motor neuropath|axonal neuropath|sensorimotor",
+        drop=r"mononeurop|optic|cranial|\bnerve\b|plexus|radicul|autonomic"),
+    "conditions/dx_pregnancy.csv": ConditionSet(
+        "pregnancy", keep=r"pregnan|gestation|trimester|weeks|antenatal|prenatal|maternal care",
+        drop=_NOT_CURRENT + r"|postpartum|puerper|post.partum|newborn|neonat|infant|delivered|"
+                            r"lactat|breast|abortion|ectopic|molar|hydatidiform|termination|pregnancy loss|"
+                            r"pregnancy test|not pregnant|childcare|contracept|procreative|infertil"),
+}
+PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
+                 "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv"]
+SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
+PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml"]
+CANVAS_DIRS = ["canvas_sdk/value_set/v2022", "canvas_sdk/value_set/v2026"]
+
+OMOP_CLASS_TTY = {"Ingredient": "IN", "Precise Ingredient": "PIN", "Multiple Ingredients": "MIN",
+                  "Clinical Drug": "SCD", "Branded Drug": "SBD", "Clinical Drug Comp": "SCDC",
+                  "Branded Drug Comp": "SBDC", "Clinical Drug Form": "SCDF", "Branded Drug Form": "SBDF",
+                  "Clinical Pack": "GPCK", "Branded Pack": "BPCK", "Brand Name": "BN"}
+
+
+# --- reading the snapshots -----------------------------------------------------------------------
+
+class Mirror:
+    def __init__(self, root: Path, repo: str):
+        self.repo = repo
+        self.git = root / repo.replace("/", "+") / "repo"
+        if not self.git.is_dir():
+            sys.exit(f"missing snapshot of {repo}: expected a git directory at {self.git} (use the fetch tool)")
+        self.commit = self._run("rev-parse", "HEAD").strip()
+
+    def _run(self, *args: str) -> str:
+        return subprocess.run(["git", f"--git-dir={self.git}", *args], check=True, capture_output=True,
+                              text=True, encoding="utf-8").stdout
+
+    def read(self, path: str) -> str:
+        return self._run("show", f"{self.commit}:{path}").lstrip("\ufeff")
+
+    def files(self, folder: str) -> list[str]:
+        return sorted(self._run("ls-tree", "--name-only", f"{self.commit}:{folder}").split())
+
+
+@dataclass
+class Pack:
+    sources: dict[str, dict] = field(default_factory=dict)
+    codes: dict[str, dict[str, dict]] = field(default_factory=lambda: {
+        "rxnorm": {}, "ndc": {}, "snomed": {}, "icd10cm": {}})
+    _source_ids: dict[tuple, str] = field(default_factory=dict)
+    # brand (lower case) -> the contributor sets of every product seen with it, matched or not
+    brands_seen: dict[str, list[frozenset]] = field(default_factory=dict)
+
+    def source(self, mirror: Mirror, path: str, **value_set: str) -> str:
+        key = (mirror.repo, path, tuple(sorted(value_set.items())))
+        if key not in self._source_ids:
+            sid = f"T{len(self._source_ids) + 1}"
+            self._source_ids[key] = sid
+            entry = {"repository": f"https://github.com/{mirror.repo}", "commit": mirror.commit, "file": path}
+            if value_set:
+                entry["value_set"] = dict(value_set)
+            self.sources[sid] = entry
+        return self._source_ids[key]
+
+    def add(self, system: str, code: str, contributors: list[str], name: str, source: str,
+            tty: str | None = None, tty_from: str | None = None) -> None:
+        entry = self.codes[system].setdefault(code, {"c": [], "n": name, "s": []})
+        for cid in contributors:
+            if cid not in entry["c"]:
+                entry["c"].append(cid)
+        if source not in entry["s"]:
+            entry["s"].append(source)
+        if tty and "t" not in entry:
+            entry["t"] = tty
+            entry["tty_from"] = tty_from or "source"
+
+
+# --- classification --------------------------------------------------------------------------
+
+def _ingredient_pattern() -> list[tuple[re.Pattern, str]]:
+    found = []
+    for cid, words in INGREDIENTS.items():
+        for word in words:
+            body = r"[\s,]+".join(map(re.escape, word.split()))
+            found.append((re.compile(rf"(?<![a-z]){body}(?![a-z])", re.IGNORECASE), cid))
+    return found
+
+
+_INGREDIENT_PATTERNS = _ingredient_pattern()
+
+
+def medication_contributors(name: str, hints: tuple[str, ...] = ()) -> list[str]:
+    """Contributors whose ingredient the product's name (or the list's ingredient column) names."""
+    found = [cid for pattern, cid in _INGREDIENT_PATTERNS if pattern.search(name)]
+    for hint in hints:
+        found += [cid for pattern, cid in _INGREDIENT_PATTERNS if pattern.fullmatch(hint.strip())]
+    return list(dict.fromkeys(found))
+
+
+_DOSE_FORM = re.compile(r"\b(Tablet|Capsule|Solution|Suspension|Injection|Inhaler|Inhalant|Powder|Cartridge|"
+                        r"Syringe|Pen Injector|Cream|Patch|Spray|Ring|Injectable|Transdermal System|Vaginal|"
+                        r"Oral)\b", re.IGNORECASE)
+
+
+def tty_from_name(name: str) -> str | None:
+    """RxNorm's naming conventions (normalized names): the term type a name's shape implies."""
+    branded = bool(re.search(r"\[[^\]]+\]\s*$", name))
+    if re.search(r"\}\s*Pack\b", name):
+        return "BPCK" if branded else "GPCK"
+    if re.search(r"\b\d+(\.\d+)?\s*(MG|MCG|UNT|MEQ|ML|%)\b", name, re.IGNORECASE):
+        dose_form = _DOSE_FORM.search(name)
+        if dose_form:
+            return "SBD" if branded else "SCD"
+        return "SBDC" if branded else "SCDC"
+    if _DOSE_FORM.search(name):
+        return "SBDF" if branded else "SCDF"
+    if not branded and re.fullmatch(r"[a-z][a-z ,()\-]*(\s/\s[a-z][a-z ,()\-]*)*", name.strip()):
+        return "MIN" if " / " in name else "IN"
+    return None
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+_CANVAS_CLASS = re.compile(r"^class (\w+)\(ValueSet\):(.*?)(?=^class |\Z)", re.DOTALL | re.MULTILINE)
+_CANVAS_BLOCK = re.compile(r"^\s*(RXNORM|SNOMEDCT|ICD10CM) = \{(.*?)^\s*\}", re.DOTALL | re.MULTILINE)
+_CANVAS_LINE = re.compile(r'"([0-9A-Z.]+)",\s*#\s*(.+)')
+
+
+def read_canvas(pack: Pack, mirror: Mirror) -> None:
+    """canvas-medical/canvas-plugins: VSAC eCQM value sets (expansions) as Python classes."""
+    for folder in CANVAS_DIRS:
+        for filename in mirror.files(folder):
+            path = f"{folder}/{filename}"
+            if not filename.endswith(".py"):
+                continue
+            try:
+                text = mirror.read(path)
+            except subprocess.CalledProcessError:
+                print(f"  skipped {path}: not in the snapshot (over its size limit)", file=sys.stderr)
+                continue
+            for cls in _CANVAS_CLASS.finditer(text):
+                body = cls.group(2)
+                oid = re.search(r'OID = "([^"]+)"', body)
+                if not oid:
+                    continue
+                meta = {"oid": oid.group(1),
+                        "name": _field(body, "VALUE_SET_NAME") or cls.group(1),
+                        "version": _field(body, "EXPANSION_VERSION") or ""}
+                condition = CANVAS_CONDITIONS.get(meta["oid"])
+                for block in _CANVAS_BLOCK.finditer(body):
+                    system = block.group(1)
+                    rows = _CANVAS_LINE.findall(block.group(2))
+                    if system == "RXNORM":
+                        for code, name in rows:
+                            _add_drug(pack, code, name.strip(), (), partial(pack.source, mirror, path, **meta))
+                    elif condition:
+                        target = "snomed" if system == "SNOMEDCT" else "icd10cm"
+                        for code, name in rows:
+                            _add_condition(pack, target, code, name.strip(), condition,
+                                           partial(pack.source, mirror, path, **meta))
+
+
+def _field(body: str, name: str) -> str | None:
+    m = re.search(rf'{name} = "([^"]*)"', body)
+    return m.group(1) if m else None
+
+
+def _add_drug(pack: Pack, code: str, name: str, hints: tuple[str, ...], source, tty: str | None = None,
+              tty_from: str | None = None, system: str = "rxnorm") -> None:
+    if not code.isdigit():
+        return
+    contributors = medication_contributors(name, hints)
+    brand = _BRAND.search(name) or (re.fullmatch(r"[A-Z][A-Za-z0-9 \-]+", name.strip()) if tty == "BN" else None)
+    if brand:
+        pack.brands_seen.setdefault(brand.group(brand.lastindex or 0).strip().lower(), []).append(
+            frozenset(contributors))
+    if not contributors:
+        return
+    if tty is None and system == "rxnorm":
+        tty, tty_from = tty_from_name(name), "name pattern"
+    pack.add(system, code, contributors, name, source(), tty, tty_from)
+
+
+def _add_condition(pack: Pack, system: str, code: str, name: str, rule: ConditionSet, source) -> None:
+    if system == "snomed" and not code.isdigit():
+        return  # e.g. codes mangled into scientific notation by a spreadsheet
+    if system == "icd10cm":
+        code = code.replace(".", "").upper()
+        if not re.fullmatch(r"[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}", code):
+            return
+    if rule.keep and not re.search(rule.keep, name, re.IGNORECASE):
+        return
+    if rule.drop and re.search(rule.drop, name, re.IGNORECASE):
+        return
+    cid = ESRD if rule.esrd and re.search(rule.esrd, name, re.IGNORECASE) else rule.contributor
+    pack.add(system, code, [cid], name, source())
+
+
+def read_ssmith(pack: Pack, mirror: Mirror) -> None:
+    """ssmithm/rxnorm-drug-lists: antihypertensive RXCUIs with TTY, ingredient and class (RxNorm May 2026)."""
+    src = pack.source(mirror, SSMITH_FILE)
+    for row in csv.DictReader(io.StringIO(mirror.read(SSMITH_FILE))):
+        hint = SSMITH_CLASSES.get(row["class"])
+        hints = (row["ingredient_name"],) if hint else ()
+        _add_drug(pack, row["RXCUI"], row["STR"], hints, partial(str, src), row["TTY"], "source")
+
+
+def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
+    """PEDSnet/Variable-Dictionary: OMOP drug and condition code sets (RxNorm, NDC, SNOMED, ICD-10-CM)."""
+    for path in PEDSNET_DRUGS:
+        src = pack.source(mirror, path)
+        for row in csv.DictReader(io.StringIO(mirror.read(path))):
+            vocabulary = row.get("vocabulary_id")
+            name = row.get("concept_name") or ""
+            hints = (row["ingredient"],) if row.get("ingredient") else ()
+            tty = OMOP_CLASS_TTY.get(row.get("concept_class_id") or "")
+            if vocabulary == "RxNorm":
+                _add_drug(pack, row["concept_code"], name, hints, partial(str, src), tty, "source" if tty else None)
+            elif vocabulary == "NDC" and re.fullmatch(r"\d{11}", row["concept_code"]):
+                _add_drug(pack, row["concept_code"], name, hints, partial(str, src), system="ndc")
+    for path, rule in PEDSNET_CONDITIONS.items():
+        src = pack.source(mirror, path)
+        for row in csv.DictReader(io.StringIO(mirror.read(path))):
+            system = {"SNOMED": "snomed", "ICD10CM": "icd10cm"}.get(row.get("vocabulary_id") or "")
+            if system:
+                _add_condition(pack, system, row["concept_code"].strip(), row["concept_name"].strip(), rule,
+                               partial(str, src))
+
+
+def read_pddi(pack: Pack, mirror: Mirror) -> None:
+    """HL7/PDDI-CDS: FHIR ValueSets with enumerated RxNorm concepts (naproxen products and brands)."""
+    ns = {"f": "http://hl7.org/fhir"}
+    for path in PDDI_FILES:
+        root = ET.fromstring(mirror.read(path))
+        meta = {"name": root.find("f:title", ns).get("value"), "url": root.find("f:url", ns).get("value")}
+        version = root.find("f:version", ns)
+        if version is not None:
+            meta["version"] = version.get("value")
+        src = pack.source(mirror, path, **meta)
+        for include in root.findall("f:compose/f:include", ns):
+            if "rxnorm" not in (include.find("f:system", ns).get("value") or ""):
+                continue
+            for concept in include.findall("f:concept", ns):
+                code, display = concept.find("f:code", ns).get("value"), concept.find("f:display", ns)
+                name = display.get("value") if display is not None else ""
+                hints = ("naproxen",) if "naproxen" in path else ()
+                tty = "BN" if name and " " not in name.strip() and name[0].isupper() else None
+                _add_drug(pack, code, name, hints, partial(str, src), tty, "name pattern" if tty else None)
+
+
+# --- brand names -----------------------------------------------------------------------------
+
+_BRAND = re.compile(r"\[([^\]]+)\]\s*$")
+
+
+def brand_names(pack: Pack) -> dict[str, dict]:
+    """Brand names in the lists' product names ("… [Lasix]") and brand-name rows.
+
+    A brand names a contributor only when every product seen with that brand, in any list read (also
+    the rows that matched no contributor), contains the contributor's ingredient: a brand also printed
+    on a single-ingredient ARB product is not evidence of a thiazide.
+    """
+    generic = {w for words in INGREDIENTS.values() for w in words}
+    sources: dict[str, list[str]] = {}
+    for entry in pack.codes["rxnorm"].values():
+        m = _BRAND.search(entry["n"])
+        brand = (m.group(1) if m else entry["n"] if entry.get("t") == "BN" else "").strip().lower()
+        if brand:
+            sources.setdefault(brand, [])
+            sources[brand] = list(dict.fromkeys(sources[brand] + entry["s"]))
+    names: dict[str, dict] = {}
+    for brand, seen in sorted(pack.brands_seen.items()):
+        if len(brand) < 4 or brand in generic or " - " in brand or not re.fullmatch(r"[a-z][a-z0-9 \-]*", brand):
+            continue
+        common = frozenset.intersection(*seen)
+        if common and brand in sources:
+            names[brand] = {"c": sorted(common), "s": sources[brand]}
+    return names
+
+
+# --- main ------------------------------------------------------------------------------------
+
+def build(mirrors: Path) -> dict:
+    pack = Pack()
+    read_ssmith(pack, Mirror(mirrors, "ssmithm/rxnorm-drug-lists"))
+    read_canvas(pack, Mirror(mirrors, "canvas-medical/canvas-plugins"))
+    read_pedsnet(pack, Mirror(mirrors, "PEDSnet/Variable-Dictionary"))
+    read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
+    known = {c["id"] for c in json.loads(CONTRIBUTORS.read_text(encoding="utf-8"))["contributors"]}
+    for system, entries in pack.codes.items():
+        for code, entry in entries.items():
+            unknown = set(entry["c"]) - known - set(FALLBACK_IDS)
+            if unknown:
+                sys.exit(f"{system} {code}: unknown contributor ids {sorted(unknown)}")
+    coverage = {cid: sorted({e.get("t") for s in ("rxnorm",) for e in pack.codes[s].values()
+                             if cid in e["c"] and e.get("t")}) for cid in INGREDIENTS}
+    return {
+        "schema": 1,
+        "built_by": "tools/build_terminology.py",
+        "about": ("Product-level RxNorm, NDC and condition codes for the contributors, from public code lists; "
+                  "every code names its sources (keys into 'sources'). c = contributor ids, n = the source's "
+                  "name, t = RxNorm term type (tty_from: 'source' or 'name pattern'), s = sources."),
+        "fallback_ids": FALLBACK_IDS,
+        "not_covered": NOT_COVERED,
+        "tty_coverage": coverage,
+        "sources": pack.sources,
+        "codes": {system: dict(sorted(entries.items())) for system, entries in pack.codes.items()},
+        "brands": brand_names(pack),
+    }
+
+
+# What no public list found here covers; said in the pack so that `knowledge show` can say it too.
+NOT_COVERED = {
+    "quinine": "No public product-level list with quinine was found in the snapshots; the knowledge file's "
+               "ingredient and SCD/SBD codes (clinical reference C2, C7, C11, C13) and names still apply.",
+    "raloxifene": "No public product-level list found; ingredient code and names from the knowledge file apply.",
+    "teriparatide": "No public product-level list found; ATC code and names from the knowledge file apply.",
+    "iron-sucrose": "No public product-level list found; matched by name (knowledge file).",
+    "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); other classes have none yet.",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"),
+                        help="folder of git snapshots named owner+name/repo")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    pack = build(args.mirrors)
+    text = json.dumps(pack, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    args.out.write_text(text + "\n", encoding="utf-8")
+    counts = {system: len(entries) for system, entries in pack["codes"].items()}
+    print(f"wrote {args.out}: {counts}, {len(pack['brands'])} brand names, {len(pack['sources'])} sources")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
