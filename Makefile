@@ -22,7 +22,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
 lint: $(STAMP)
-	$(BIN)/ruff check plugin cds_hooks tests benchmarks
+	$(BIN)/ruff check plugin cds_hooks tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -13,6 +13,6 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
     if not shutil.which(ruff):
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    result = subprocess.run([ruff, "check", "plugin", "cds_hooks", "tests", "benchmarks"], cwd=ROOT,
+    result = subprocess.run([ruff, "check", "plugin", "cds_hooks", "tests", "benchmarks", "tools"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -61,6 +61,7 @@ ESRD = "esrd-dialysis"
 FALLBACK_IDS = {ESRD: "chronic-kidney-disease"}
 
 # Condition value sets -> contributor, with names the clinical reference keeps out.
+_ENDED = r"miscarriage|abortion|stillbirth|fetal death|ectopic|molar|hydatidiform|blighted"  # not pregnant now
 _NOT_CURRENT = r"history of|family history|personal history|screening|suspected|ruled out|no evidence|absent"
 
 
@@ -72,6 +73,12 @@ class ConditionSet:
     esrd: str = ""          # names matching this go to the ESRD contributor
 
 
+# A combination code is two findings when its name says both: diabetic polyneuropathy is neuropathy too.
+ALSO = [
+    ("neuropathy", r"polyneuropath|peripheral neuropath|diabetic neuropath|neuropathy due to (type \d )?diabet",
+     r"mononeuro|optic|autonomic|amyotroph|mononeuritis"),
+    ("peripheral-artery-disease", r"peripheral angiopathy|peripheral (arterial|vascular|circulatory)", r"^$"),
+]
 CKD_ESRD = r"(?<!pre-)end.stage|stage 5|\bESRD\b|dialysis|kidney failure|renal failure|anephric"
 CANVAS_CONDITIONS = {
     "2.16.840.1.113883.3.464.1003.103.12.1001": ConditionSet("diabetes", drop=r"gestation|prediabet|pre-diabet"),
@@ -93,7 +100,7 @@ CANVAS_CONDITIONS = {
                           r"chronic hepatic failure|hepatorenal",
         drop=r"cystic fibrosis|acute|pulmonary"),
     "2.16.840.1.113883.3.526.3.378": ConditionSet("pregnancy", drop=_NOT_CURRENT + r"|postpartum|puerper|"
-                                                  r"pregnancy loss|pregnancy test|not pregnant"),
+                                                  r"pregnancy loss|pregnancy test|not pregnant|" + _ENDED),
 }
 # PEDSnet Variable-Dictionary condition code sets (OMOP concept lists with vocabulary).
 PEDSNET_CONDITIONS = {
@@ -114,7 +121,7 @@ PEDSNET_CONDITIONS = {
         "pregnancy", keep=r"pregnan|gestation|trimester|weeks|antenatal|prenatal|maternal care",
         drop=_NOT_CURRENT + r"|postpartum|puerper|post.partum|newborn|neonat|infant|delivered|"
                             r"lactat|breast|abortion|ectopic|molar|hydatidiform|termination|pregnancy loss|"
-                            r"pregnancy test|not pregnant|childcare|contracept|procreative|infertil"),
+                            r"pregnancy test|not pregnant|childcare|contracept|procreative|infertil|" + _ENDED),
 }
 PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
                  "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv"]
@@ -300,7 +307,9 @@ def _add_condition(pack: Pack, system: str, code: str, name: str, rule: Conditio
     if rule.drop and re.search(rule.drop, name, re.IGNORECASE):
         return
     cid = ESRD if rule.esrd and re.search(rule.esrd, name, re.IGNORECASE) else rule.contributor
-    pack.add(system, code, [cid], name, source())
+    also = [other for other, keep, drop in ALSO if re.search(keep, name, re.IGNORECASE)
+            and not re.search(drop, name, re.IGNORECASE)]
+    pack.add(system, code, list(dict.fromkeys([cid, *also])), name, source())
 
 
 def read_ssmith(pack: Pack, mirror: Mirror) -> None:
@@ -399,8 +408,8 @@ def build(mirrors: Path) -> dict:
             unknown = set(entry["c"]) - known - set(FALLBACK_IDS)
             if unknown:
                 sys.exit(f"{system} {code}: unknown contributor ids {sorted(unknown)}")
-    coverage = {cid: sorted({e.get("t") for s in ("rxnorm",) for e in pack.codes[s].values()
-                             if cid in e["c"] and e.get("t")}) for cid in INGREDIENTS}
+    coverage = {cid: sorted({e.get("t") for e in pack.codes["rxnorm"].values() if cid in e["c"] and e.get("t")})
+                for cid in INGREDIENTS}
     return {
         "schema": 1,
         "built_by": "tools/build_terminology.py",
@@ -410,10 +419,36 @@ def build(mirrors: Path) -> dict:
         "fallback_ids": FALLBACK_IDS,
         "not_covered": NOT_COVERED,
         "tty_coverage": coverage,
+        "gaps": gaps(pack),
         "sources": pack.sources,
         "codes": {system: dict(sorted(entries.items())) for system, entries in pack.codes.items()},
         "brands": brand_names(pack),
     }
+
+
+KINDS = ("SBD", "SCD", "multi-ingredient", "pack", "NDC")
+
+
+def product_kinds(entry: dict) -> set[str]:
+    """The kinds of product a pack entry is, for the coverage report and its test."""
+    kinds = {entry.get("t")} & {"SBD", "SCD"}
+    if entry.get("t") in ("GPCK", "BPCK"):
+        kinds.add("pack")
+    if entry.get("t") in ("SCD", "SBD", "GPCK", "BPCK", "MIN") and " / " in entry["n"]:
+        kinds.add("multi-ingredient")
+    return kinds
+
+
+def gaps(pack: Pack) -> dict[str, list[str]]:
+    """Per medication contributor, the kinds of code no public list read here supplies (said, not hidden)."""
+    have: dict[str, set[str]] = {cid: set() for cid in INGREDIENTS}
+    for entry in pack.codes["rxnorm"].values():
+        for cid in entry["c"]:
+            have[cid] |= product_kinds(entry)
+    for entry in pack.codes["ndc"].values():
+        for cid in entry["c"]:
+            have[cid].add("NDC")
+    return {cid: [k for k in KINDS if k not in kinds] for cid, kinds in have.items() if set(KINDS) - kinds}
 
 
 # What no public list found here covers; said in the pack so that `knowledge show` can say it too.
@@ -423,6 +458,8 @@ NOT_COVERED = {
     "raloxifene": "No public product-level list found; ingredient code and names from the knowledge file apply.",
     "teriparatide": "No public product-level list found; ATC code and names from the knowledge file apply.",
     "iron-sucrose": "No public product-level list found; matched by name (knowledge file).",
+    "laba": "Only clinical drug forms (SCDF) from PEDSnet's anti-asthmatic set; the knowledge file's SCD/SBD "
+            "codes and brand names (Advair, Symbicort, Breo …) still apply.",
     "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); other classes have none yet.",
 }
 

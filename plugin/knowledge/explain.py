@@ -11,7 +11,17 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugin.codes import ATC, ICD10CM, NDC, RXNORM, SNOMED, canonical_system, normalise_atc, normalise_icd10, normalise_ndc
+from plugin.codes import (
+    ATC,
+    ICD10CM,
+    NDC,
+    RXNORM,
+    SNOMED,
+    canonical_system,
+    normalise_atc,
+    normalise_icd10,
+    normalise_ndc,
+)
 from plugin.knowledge import Knowledge
 
 SYSTEM_NAMES = {"rxnorm": RXNORM, "ndc": NDC, "snomed": SNOMED, "sct": SNOMED, "icd10cm": ICD10CM,

@@ -1,0 +1,190 @@
+"""The terminology pack (plugin/knowledge/terminology.json): product-level codes matched, every code cited,
+no code in the wrong class, the gaps said; condition value sets beyond the clinical reference's examples."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from plugin.codes import NDC, RXNORM, normalise_ndc
+from plugin.fhir_read import match_condition, match_drug
+from plugin.knowledge import default_knowledge, load_knowledge
+from plugin.knowledge.terminology import PACK_PATH
+from tests.builders import concept, icd, rx, sct
+from tools.build_terminology import INGREDIENTS, KINDS, medication_contributors, product_kinds
+
+PACK = json.loads(PACK_PATH.read_text(encoding="utf-8"))
+K = default_knowledge()
+
+# Pinned per medication contributor: (RxNorm code, kind, a source file that lists it). From the pack.
+PINNED = {
+    "loop-diuretic": [("200801", "SBD", "antihtn_rxcuis.csv"),                  # furosemide 20 MG [Lasix]
+                      ("198372", "SCD", "antihtn_rxcuis.csv"),                  # torsemide 5 MG Oral Tablet
+                      ("250708", "multi-ingredient", "rx_2021_11_LoopDiuretic_V1.csv")],
+    "thiazide-diuretic": [("214081", "SBD", "antihtn_rxcuis.csv"),              # chlorthalidone [Thalitone]
+                          ("311671", "SCD", "antihtn_rxcuis.csv"),              # metolazone 5 MG
+                          ("979468", "multi-ingredient", "antihtn_rxcuis.csv")],  # HCTZ / losartan
+    "potassium-sparing-diuretic": [("402105", "SBD", "antihtn_rxcuis.csv"),     # eplerenone [Inspra]
+                                   ("351256", "SCD", "antihtn_rxcuis.csv"),     # eplerenone 25 MG
+                                   ("310812", "multi-ingredient", "antihtn_rxcuis.csv")],  # HCTZ/triamterene
+    "statin": [("750227", "SBD", "antihtn_rxcuis.csv"),                         # amlodipine/atorvastatin [Caduet]
+               ("259255", "SCD", "v2026/medication.py"),                        # VSAC statin intensity sets
+               ("404011", "multi-ingredient", "antihtn_rxcuis.csv")],
+    "conjugated-estrogens": [("197660", "SCD", "medication.py"),                # VSAC Conjugated Estrogens
+                             ("1441392", "multi-ingredient", "medication.py"),
+                             ("1000398", "pack", "medication.py")],
+    "naproxen": [("105898", "SBD", "valueset-naproxen.xml"),                    # Naprosyn 250 MG
+                 ("1608797", "SCD", "valueset-naproxen.xml"),
+                 ("1653765", "multi-ingredient", "valueset-naproxen.xml"),      # naproxen / sumatriptan
+                 ("758486", "pack", "valueset-naproxen.xml")],
+}
+PINNED_NDC = {"loop-diuretic": ("00004012101", "rx_2021_11_LoopDiuretic_V1.csv")}   # Bumex 1 MG tablets
+
+
+def _files(entry: dict) -> list[str]:
+    return [PACK["sources"][s]["file"] for s in entry["s"]]
+
+
+@pytest.mark.parametrize("cid", list(INGREDIENTS))
+def test_every_medication_contributor_has_each_kind_pinned_or_its_gap_said(cid):
+    pinned_kinds = {kind for _, kind, _ in PINNED.get(cid, [])} | ({"NDC"} if cid in PINNED_NDC else set())
+    gaps = set(PACK["gaps"].get(cid, []))
+    for kind in KINDS:
+        assert (kind in pinned_kinds) != (kind in gaps), f"{cid}: {kind} neither pinned nor a declared gap"
+    if gaps == set(KINDS):
+        assert cid in PACK["not_covered"], f"{cid} has no product-level source: the pack must say so"
+
+
+@pytest.mark.parametrize("cid,code,kind,source", [(c, *p) for c, pins in PINNED.items() for p in pins])
+def test_pinned_product_matches_its_contributor_with_its_source(cid, code, kind, source):
+    entry = PACK["codes"]["rxnorm"][code]
+    assert kind in product_kinds(entry) and any(f.endswith(source) for f in _files(entry))
+    ids, how = match_drug([rx(code)], [], K)   # code only, no name on record
+    assert cid in ids and how == f"RxNorm {code}"
+
+
+@pytest.mark.parametrize("cid,ndc,source", [(c, *p) for c, p in PINNED_NDC.items()])
+def test_pinned_ndc_matches_in_every_spelling(cid, ndc, source):
+    assert any(f.endswith(source) for f in _files(PACK["codes"]["ndc"][ndc]))
+    hyphenated = f"{ndc[:5]}-{ndc[5:9]}-{ndc[9:]}"
+    ten_digit = f"{ndc[1:5]}-{ndc[5:9]}-{ndc[9:]}" if ndc.startswith("0") else hyphenated   # 4-4-2 form
+    for spelling in (ndc, hyphenated, ten_digit):
+        assert normalise_ndc(spelling) == ndc
+        ids, how = match_drug([concept(NDC, spelling)], [], K)
+        assert ids == (cid,) and how == f"NDC {spelling}"
+
+
+def test_gaps_are_computed_truthfully_from_the_pack():
+    have: dict[str, set[str]] = {cid: set() for cid in INGREDIENTS}
+    for entry in PACK["codes"]["rxnorm"].values():
+        for cid in entry["c"]:
+            have[cid] |= product_kinds(entry)
+    for entry in PACK["codes"]["ndc"].values():
+        for cid in entry["c"]:
+            have[cid].add("NDC")
+    assert {cid: [k for k in KINDS if k not in kinds] for cid, kinds in have.items()
+            if set(KINDS) - kinds} == PACK["gaps"]
+
+
+def test_every_code_names_a_source_with_repository_commit_and_file():
+    for system, entries in PACK["codes"].items():
+        for code, entry in entries.items():
+            assert entry["s"] and entry["c"] and entry["n"], f"{system} {code}"
+    for key, src in PACK["sources"].items():
+        assert src["repository"].startswith("https://github.com/") and re.fullmatch(r"[0-9a-f]{40}", src["commit"])
+        assert src["file"], key
+    oids = {s["value_set"]["oid"] for s in PACK["sources"].values() if "oid" in s.get("value_set", {})}
+    assert "2.16.840.1.113883.3.526.3.1572" in oids          # High Intensity Statin Therapy
+    assert "2.16.840.1.113883.3.464.1003.103.12.1001" in oids  # Diabetes
+
+
+def test_no_medication_code_maps_to_a_drug_outside_its_class():
+    """Each code's published name names an ingredient of every class it maps to, and of no other class:
+    a code maps to two classes only when the product contains both (triamterene / HCTZ)."""
+    for system in ("rxnorm", "ndc"):
+        for code, entry in PACK["codes"][system].items():
+            named = set(medication_contributors(entry["n"]))
+            if named:   # brand-only names ("Lasix Pill") carry the list's own ingredient column instead
+                assert set(entry["c"]) == named, f"{system} {code} {entry['n']}: {entry['c']} vs {named}"
+            assert set(entry["c"]) <= set(INGREDIENTS), f"{system} {code}"
+
+
+def test_combinations_yield_every_class_they_contain_and_nothing_else():
+    ids, _ = match_drug([rx("310812")], [], K)   # hydrochlorothiazide 25 MG / triamterene 37.5 MG
+    assert set(ids) == {"thiazide-diuretic", "potassium-sparing-diuretic"}
+    ids, _ = match_drug([rx("404011")], [], K)   # amlodipine / atorvastatin: amlodipine is not a contributor
+    assert ids == ("statin",)
+    assert match_drug([rx("197361")], [], K)[0] == ()   # amlodipine 5 MG Oral Tablet alone: nothing
+
+
+def test_quinidine_is_not_quinine_and_losartan_alone_is_not_a_thiazide():
+    assert medication_contributors("quinidine sulfate 200 MG Oral Tablet") == []
+    assert match_drug([concept(text="Cozaar 50 mg tablet")], [], K)[0] == ()   # brand of losartan alone
+    assert match_drug([concept(text="Hyzaar 50-12.5 tablet")], [], K)[0] == ("thiazide-diuretic",)
+
+
+def test_brand_names_from_the_pack_feed_the_name_fallback():
+    assert PACK["brands"]["lasix"]["c"] == ["loop-diuretic"]
+    ids, how = match_drug([concept(text="DEMADEX 20 MG TABS")], [], K)   # a brand the pack found
+    assert ids == ("loop-diuretic",) and how == "name 'demadex'"
+    ids, _ = match_drug([concept(text="Aldactazide 25/25")], [], K)
+    assert set(ids) == {"thiazide-diuretic", "potassium-sparing-diuretic"}
+
+
+# --- conditions ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("coding,cid", [
+    (icd("E11.3213"), "diabetes"),        # VSAC Diabetes: retinopathy with macular edema, right eye
+    (icd("E10.65"), "diabetes"),
+    (sct("421895002"), "peripheral-artery-disease"),  # peripheral vascular disorder due to diabetes
+    (sct("399957001"), "peripheral-artery-disease"),
+    (sct("13694005"), "neuropathy"),      # sensory polyneuropathy (PEDSnet peripheral neuropathy)
+    (sct("126534007"), "neuropathy"),
+    (sct("1761006"), "cirrhosis"),        # biliary cirrhosis
+    (sct("72892002"), "pregnancy"),       # "Normal pregnancy", the concept Synthea records
+    (icd("Z34.83"), "pregnancy"),
+    (icd("E03.2"), "hypothyroidism"),
+    (sct("236435004"), "chronic-kidney-disease"),   # ESRD on dialysis (its own finding once split)
+])
+def test_condition_descendants_beyond_the_reference_examples(coding, cid):
+    ids, _ = match_condition(coding, K)
+    assert cid in ids or (cid == "chronic-kidney-disease" and "esrd-dialysis" in ids)
+
+
+@pytest.mark.parametrize("coding", [
+    icd("R73.03"),       # prediabetes
+    sct("45004008"),     # not a code in any set: nothing
+])
+def test_condition_sets_keep_out_what_the_reference_excludes(coding):
+    ids, _ = match_condition(coding, K)
+    assert "diabetes" not in ids
+
+
+WORDS = {"diabetes": "diabet", "pregnancy": "pregnan|gestation|childbirth|puerper|obstetric",
+         "chronic-kidney-disease": "kidney|renal|nephropathy", "esrd-dialysis": "kidney|renal|dialysis",
+         "peripheral-artery-disease": "peripheral|angiopathy|circulat|vascular|ischemi",
+         "neuropathy": "neuropath", "cirrhosis": "cirrho|liver|hepat", "hypothyroidism": "thyroid"}
+
+
+def test_a_condition_code_is_in_two_findings_only_when_it_names_both():
+    """Combination codes (type 2 diabetes with peripheral angiopathy) are two findings; nothing else is."""
+    for system in ("snomed", "icd10cm"):
+        for code, entry in PACK["codes"][system].items():
+            if len(entry["c"]) > 1:
+                for cid in entry["c"]:
+                    assert re.search(WORDS[cid], entry["n"], re.IGNORECASE), f"{system} {code} {entry['n']}: {cid}"
+    names = [e["n"].lower() for s in ("snomed", "icd10cm") for e in PACK["codes"][s].values()
+             if "neuropathy" in e["c"]]
+    assert names and not any("mononeuropathy" in n or "optic" in n for n in names)
+
+
+def test_esrd_codes_fall_back_to_ckd_until_the_knowledge_has_their_own_contributor():
+    entry = PACK["codes"]["snomed"]["236435004"]
+    target = "esrd-dialysis" if "esrd-dialysis" in K.contributors else "chronic-kidney-disease"
+    assert entry["c"] == ["esrd-dialysis"] and K.snomed["236435004"][-1] == target
+
+
+def test_without_the_pack_product_codes_are_not_known():
+    bare = load_knowledge(pack=None)
+    assert "214081" not in bare.rxnorm and "214081" in K.rxnorm and RXNORM
