@@ -260,6 +260,26 @@ def _blood_pressure(oid: str, subject: dict, systolic: float, diastolic: float, 
     return obs
 
 
+RESOURCES_PER_YEAR = 204  # what large_patient makes per year of history (2,045 for ten years)
+
+
+def sized_patient(n: int, *, patient_id: str = "bench-large") -> list[dict]:
+    """The large patient with exactly `n` resources (n >= 2): enough years of history, thinned evenly.
+
+    The mix of medications, conditions and labs stays that of :func:`large_patient`, so the cost per resource is
+    comparable from 500 to 20,000 resources (the cost-growth curve of benchmarks.cost_curve).
+    """
+    years = max(1, -(-n // RESOURCES_PER_YEAR))
+    resources = large_patient(patient_id=patient_id, years=years)
+    while len(resources) < n:  # conditions and statements do not grow with the years: add years until enough
+        years += max(1, (n - len(resources)) // RESOURCES_PER_YEAR)
+        resources = large_patient(patient_id=patient_id, years=years)
+    patient, others = resources[0], resources[1:]
+    if len(others) > n - 1:
+        others = [others[i * len(others) // (n - 1)] for i in range(n - 1)]
+    return [patient, *others]
+
+
 # --- (b) a Bulk Data export of N patients -----------------------------------------------------------------------
 
 # A token that may be a resource id: after `"`, `/` or `:` (a value, a Type/id reference, urn:uuid:) up to a quote.

@@ -3,7 +3,8 @@
 The app is the real one (``create_app``, local profile: authentication off, a temporary database, access log at
 WARNING) driven through Flask's test client. The FLOOR is an extra route registered on the same app object that
 parses the same request body with the service's own JSON reader and returns it as JSON: what any endpoint of this
-app costs for that body. Service and floor calls alternate, so drift hits both alike.
+app costs for that body. Service and floor are timed in blocks (a block of service calls, then a block of floor
+calls, taking turns): drift hits both alike, and neither pays for the garbage the other leaves behind.
 
 Rows:
   small   one project sample patient (samples/patients/ckd-diuretics.json) as prefetch
@@ -12,7 +13,8 @@ Rows:
   fhir    the medium patient served by the loopback FHIR server (tests.fhir_server), prefetch omitted, so the
           service fetches every key itself (skipped with the reason when Node.js/npm cannot run it)
 
-Targets: p95 within 3x the floor's p95 (small, medium, large); p95 under 50 ms for the large patient.
+Targets: p95 within 3x the floor's p95 (small, medium), within 2x for the large ~2,000-resource patient; p95 under
+50 ms for the large patient.
 """
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ from benchmarks.generate import large_patient
 PATIENT_VIEW = "leg-cramp-patient-view"
 SMALL_SAMPLE = "sample-ckd"
 FLOOR_RATIO = 3.0
+LARGE_FLOOR_RATIO = 2.0   # the large patient: parsing dominates, so the review must stay close to the floor
+BLOCK = 10                # calls per block
 LARGE_P95_MS = 50.0
 
 
@@ -80,20 +84,22 @@ def cases() -> list[tuple[str, str, str, list[dict]]]:
     return out
 
 
-def time_calls(call: Callable[[], int], other: Callable[[], int], n: int, warmup: int) -> tuple[list, list]:
+def time_calls(call: Callable[[], int], other: Callable[[], int], n: int, warmup: int,
+               block: int = BLOCK) -> tuple[list, list]:
+    """Milliseconds per call of `call` and of `other`, timed in blocks of `block` calls taking turns."""
     for _ in range(warmup):
         call()
         other()
-    a, b = [], []
+    a: list[float] = []
+    b: list[float] = []
     gc.collect()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        t1 = time.perf_counter()
-        other()
-        t2 = time.perf_counter()
-        a.append((t1 - t0) * 1000)
-        b.append((t2 - t1) * 1000)
+    while len(a) < n:
+        size = min(block, n - len(a))
+        for fn, out in ((call, a), (other, b)):
+            for _ in range(size):
+                t0 = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t0) * 1000)
     return a, b
 
 
@@ -142,8 +148,9 @@ def run(calls: int = 200, warmup: int = 20, fhir_calls: int = 200) -> Report:
             report.notes.append(f"{row}: {what}; " + ", ".join(f"{n} {t}" for t, n in counts.items())
                                 + ("" if n_cards else "; no card: the record documents no leg cramps (trigger policy "
                                    "'documented'), the review runs in full all the same"))
-            report.target(f"patient-view p95 within {FLOOR_RATIO:g}x the floor, {row}", f"{ratio:.1f}x "
-                          f"({fmt_ms(s['p95'])} vs {fmt_ms(f['p95'])})", f"≤ {FLOOR_RATIO:g}x", ratio <= FLOOR_RATIO)
+            goal = LARGE_FLOOR_RATIO if row == "large" else FLOOR_RATIO
+            report.target(f"patient-view p95 within {goal:g}x the floor, {row}", f"{ratio:.1f}x "
+                          f"({fmt_ms(s['p95'])} vs {fmt_ms(f['p95'])})", f"≤ {goal:g}x", ratio <= goal)
             if row == "large":
                 report.target(f"patient-view p95, {n_resources:,} resources", fmt_ms(s["p95"]),
                               f"< {LARGE_P95_MS:g} ms", s["p95"] < LARGE_P95_MS)

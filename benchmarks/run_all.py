@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.run_all [--only NAME ...] [--quick] [--markdown docs/performance.md]``
 
-Order: hook latency (in-process), start-up, HTTP load, batch throughput (it generates the Bulk exports into
+Order: hook latency (in-process), cost growth (in-process), start-up, HTTP load, batch throughput (it generates the Bulk exports into
 ``.bench/`` the first time, ~15 s and ~5 GB, then reuses them). About 6 minutes on 2 cores. ``--quick`` is a
 smoke run (fewer calls, smaller exports) for checking the wiring; its figures are not for the docs.
 ``--markdown`` replaces the text between the ``<!-- bench:results:start -->`` and ``<!-- bench:results:end -->``
@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import batch_throughput, hook_latency, load_http, startup
+from benchmarks import batch_throughput, cost_curve, hook_latency, load_http, startup
 from benchmarks.common import ROOT, Report, machine, machine_text, watched
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -27,12 +27,14 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], Report]]]:
     if quick:
         return [
             ("hook_latency", lambda: hook_latency.run(calls=30, warmup=5, fhir_calls=10)),
+            ("cost_curve", lambda: cost_curve.run(sizes=(500, 2_000, 8_000), scale=0.2)),
             ("startup", lambda: startup.run(repeats=2)),
             ("load_http", lambda: load_http.run(clients=8, duration=6, warmup=2)),
             ("batch_throughput", lambda: batch_throughput.run(sizes=(500, 1000))),
         ]
     return [
         ("hook_latency", hook_latency.run),
+        ("cost_curve", cost_curve.run),
         ("startup", startup.run),
         ("load_http", load_http.run),
         ("batch_throughput", batch_throughput.run),
@@ -80,7 +82,7 @@ def write_markdown(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these: hook_latency startup load_http batch_throughput")
+                        help="run only these: hook_latency cost_curve startup load_http batch_throughput")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (figures not representative)")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="regenerate the results section of FILE (e.g. docs/performance.md)")

@@ -18,6 +18,7 @@ from plugin.codes import (
     SNOMED,
     UCUM,
     array,
+    canonical_system,
     codings,
     concept_label,
     concept_texts,
@@ -50,14 +51,24 @@ def flatten(items: Iterable[object]) -> Iterator[tuple[object, str | None]]:
     """(resource, fullUrl) for loose resources and every Bundle entry (nested Bundles included)."""
     for item in items:
         if isinstance(item, dict) and item.get("resourceType") == "Bundle":
-            for entry in array(item.get("entry")):
-                if isinstance(entry, dict) and "resource" in entry:
-                    full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
-                    yield from ((r, full_url) for r, _ in flatten([entry["resource"]]))
-                elif entry is not None:
-                    yield entry, None
+            yield from _entries(item)
         else:
             yield item, None
+
+
+def _entries(bundle: dict) -> Iterator[tuple[object, str | None]]:
+    # A plain loop per entry (no generator per entry: this runs for every resource of every call).
+    for entry in array(bundle.get("entry")):
+        if isinstance(entry, dict) and "resource" in entry:
+            full_url = entry.get("fullUrl")
+            full_url = full_url if isinstance(full_url, str) else None
+            resource = entry["resource"]
+            if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+                yield from ((r, full_url) for r, _ in _entries(resource))  # a nested Bundle: the outer fullUrl
+            else:
+                yield resource, full_url
+        elif entry is not None:
+            yield entry, None
 
 
 def first_date(resource: dict, keys: tuple[str, ...]) -> str | None:
@@ -429,8 +440,16 @@ def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
 
 
 def _known_loinc(concept: object, knowledge: Knowledge) -> str | None:
-    """The first LOINC of a concept that the rules read (an electrolyte or a monitoring lab)."""
-    for system, code, _ in codings(concept):
-        if system == LOINC and (code in knowledge.labs or code in knowledge.monitoring_labs):
+    """The first LOINC of a concept that the rules read (an electrolyte or a monitoring lab).
+
+    Runs for every Observation and component (vital signs mostly), so the code is looked up before the system.
+    """
+    if not isinstance(concept, dict):
+        return None
+    labs, monitoring = knowledge.labs, knowledge.monitoring_labs
+    for coding in array(concept.get("coding")):
+        code = coding.get("code") if isinstance(coding, dict) else None
+        if isinstance(code, str) and ((code := code.strip()) in labs or code in monitoring) \
+                and canonical_system(coding.get("system")) == LOINC:
             return code
     return None

@@ -66,6 +66,21 @@ def _draft_orders(context: dict | None, hook: str | None, resolver: Resolver, wa
     return chosen
 
 
+def _waits_for_references(resource: dict, rtype: str, resolver: Resolver) -> bool:
+    """True when the resource's subject or Medication reference does not resolve yet (it may, later in the walk)."""
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
+            if resolver.reference_of(ref["reference"]) is None:
+                return True
+            break  # the first of them is the subject (subject_of)
+    if rtype in MEDICATION_TYPES:
+        target = resource.get("medicationReference")
+        target = target.get("reference") if isinstance(target, dict) else None
+        return isinstance(target, str) and not target.startswith("#") and resolver.get(target) is None
+    return False
+
+
 def review(resources: Iterable[object], *, now: datetime, hook: str | None = None, context: dict | None = None,
            options: ReviewOptions | None = None, knowledge: Knowledge | None = None) -> Review:
     """Review one patient's FHIR data for contributors to nocturnal leg cramps.
@@ -81,44 +96,55 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
     record = PatientRecord(now=now)
     warnings = record.warnings
 
-    resolver = Resolver()
-    items: list[tuple[dict, str | None]] = []
-    unreadable = 0
-    for resource, url in flatten(resources):
-        if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-            resolver.add(resource, url)
-            items.append((resource, url))
-        elif resource is not None:
-            unreadable += 1
-    if unreadable:
-        warnings.append(f"{unreadable} entries were not FHIR resources (no resourceType) and were skipped")
-
     patient_id = context.get("patientId") if isinstance(context, dict) else None
-    patients = [r for r, _ in items if r["resourceType"] == "Patient"]
     if isinstance(patient_id, str) and patient_id:
         record.patient = f"Patient/{patient_id}"
-    elif patients:
-        record.patient = local_reference(patients[0])
-    for patient in patients:
-        if local_reference(patient) == record.patient or record.patient is None:
-            record.deceased = deceased_of(patient)
-
+    resolver = Resolver()
     drafts = _draft_orders(context, hook, resolver, warnings)
     draft_refs = {local_reference(d) for d in drafts}
     others: Counter[str] = Counter()
     relevant: list[dict] = []
-    for resource, _ in items:
-        if resource["resourceType"] == "Patient" or (draft_refs and local_reference(resource) in draft_refs):
-            continue
+
+    def read(resource: dict) -> None:
+        """Subject check, then the resource's facts into the record."""
         subject = subject_of(resource, resolver)
         if record.patient and subject and subject != record.patient:
             others[resource["resourceType"]] += 1
-            continue
+            return
         facts = facts_of(resource, knowledge, resolver, warnings, current_only=True)
         if facts:
             relevant.append(resource)
         for fact in facts:
             record.add(fact)
+
+    # One walk: each resource is classified, checked and read as it comes. A resource whose patient or
+    # Medication reference can only resolve against entries still to come (a Bundle listing its Patient or
+    # Medications after the orders) starts a queue that is read, in order, once the walk has seen everything.
+    patients: list[dict] = []
+    waiting: list[dict] = []
+    unreadable = 0
+    for resource, url in flatten(resources):
+        if not (isinstance(resource, dict) and isinstance(rtype := resource.get("resourceType"), str)):
+            unreadable += resource is not None
+            continue
+        resolver.add(resource, url)
+        if rtype == "Patient":
+            patients.append(resource)
+            if record.patient is None:
+                record.patient = local_reference(resource)
+        elif draft_refs and local_reference(resource) in draft_refs:
+            continue
+        elif waiting or record.patient is None or _waits_for_references(resource, rtype, resolver):
+            waiting.append(resource)
+        else:
+            read(resource)
+    for resource in waiting:
+        read(resource)
+    if unreadable:
+        warnings.append(f"{unreadable} entries were not FHIR resources (no resourceType) and were skipped")
+    for patient in patients:
+        if local_reference(patient) == record.patient or record.patient is None:
+            record.deceased = deceased_of(patient)
     if others:
         warnings.append("ignored resources about another patient: "
                         + ", ".join(f"{n} {t}" for t, n in sorted(others.items())))

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from cds_hooks.fhir.client import Budget, ClientOptions, FetchFailure, FhirClient, next_link
 from cds_hooks.service.errors import InvalidPrefetch, Issue, PayloadTooLarge, PreconditionFailed
-from cds_hooks.service.validation import HookRequest, check_bundle
+from cds_hooks.service.validation import HookRequest
 from plugin.fhir_read import missing_medication_references
 
 
@@ -130,10 +130,32 @@ def _other_patient(resource: dict, patient_id: str) -> bool:
     for name in ("subject", "patient"):
         ref = resource.get(name)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            m = _PATIENT_REF.search(ref["reference"])
+            text = ref["reference"]
+            if text[8:] == patient_id and text.startswith("Patient/"):
+                continue  # the usual case, without a regular expression
+            m = _PATIENT_REF.search(text)
             if m and m.group(1) != patient_id:
                 return True
     return False
+
+
+def _bundle_problem(bundle: dict, patient_id: str) -> str | None:
+    """One walk over a prefetched Bundle's entries: each must hold a FHIR resource, none of another patient."""
+    entries = bundle.get("entry", [])
+    if not isinstance(entries, list):
+        return "is a Bundle whose entries are not FHIR resource objects"
+    for entry in entries:
+        if not isinstance(entry, dict):
+            return "is a Bundle whose entries are not FHIR resource objects"
+        resource = entry.get("resource")
+        if resource is None:
+            continue
+        rtype = resource.get("resourceType") if isinstance(resource, dict) else None
+        if not (isinstance(rtype, str) and rtype.strip()):
+            return "is a Bundle whose entries are not FHIR resource objects"
+        if _other_patient(resource, patient_id):
+            return "holds a resource of another patient"
+    return None
 
 
 def fhir_problem(slot: Slot, value: Any, patient_id: str) -> str | None:
@@ -144,14 +166,7 @@ def fhir_problem(slot: Slot, value: Any, patient_id: str) -> str | None:
     if not isinstance(rtype, str) or not rtype:
         return "has no resourceType"
     if rtype == "Bundle":
-        problems = check_bundle(value, "value")
-        if problems:
-            return "is a Bundle whose entries are not FHIR resource objects"
-        for entry in value.get("entry") or ():
-            resource = entry.get("resource")
-            if resource and _other_patient(resource, patient_id):
-                return "holds a resource of another patient"
-        return None
+        return _bundle_problem(value, patient_id)
     if slot.is_read:
         if rtype != slot.resource_type:
             return f"is a {rtype}, expected a {slot.resource_type}"
