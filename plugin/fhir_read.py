@@ -425,18 +425,35 @@ def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, flagged_else
 
 
 def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
+    parts = lab_parts(resource, knowledge)
+    if parts is None:
+        return []
+    ref, date, wanted = parts
+    return [fact for holder, code in wanted if (fact := lab_fact(ref, code, holder, date, knowledge))]
+
+
+def lab_parts(resource: dict, knowledge: Knowledge) -> tuple[str, str | None, list[tuple[dict, str]]] | None:
+    """(reference, date, [(part, LOINC)]) of an Observation the rules read, or None (most are not).
+
+    The cheap half of :func:`lab_facts`: a reader that keeps only the latest results builds facts for those alone.
+    """
     status = resource.get("status") if isinstance(resource.get("status"), str) else None
     if status not in USABLE_OBSERVATION:
-        return []
+        return None
     # Which parts (the Observation, its components) carry a LOINC the rules read: usually none (vital signs).
     holders = [resource, *[c for c in array(resource.get("component")) if isinstance(c, dict)]]
     wanted = [(holder, code) for holder in holders
               if (code := _known_loinc(holder.get("code"), knowledge)) is not None]
     if not wanted:
-        return []
+        return None
     ref = local_reference(resource) or "Observation/(no id)"
     date = first_date(resource, ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"))
-    return [fact for holder, code in wanted if (fact := _lab_fact(ref, code, holder, date, False, knowledge))]
+    return ref, date, wanted
+
+
+def lab_fact(ref: str, loinc: str, part: dict, date: str | None, knowledge: Knowledge) -> LabFact | None:
+    """The fact of one part (the Observation or a component) that carries `loinc`."""
+    return _lab_fact(ref, loinc, part, date, False, knowledge)
 
 
 def _known_loinc(concept: object, knowledge: Knowledge) -> str | None:

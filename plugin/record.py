@@ -91,9 +91,9 @@ class PatientRecord:
         if when is None:
             return
         slots = []
-        if when <= self.now + timedelta(days=1):  # the monitoring window tolerates a same-day timestamp
+        if monitoring_slot(when, self.now):
             slots.append(("any",))
-        if lab.contributor and when <= self.now and (lab.value is not None or lab.flagged_low):
+        if analyte_slot(lab.contributor, when, self.now) and usable(lab):
             slots.append((lab.contributor, lab.analyte))
         for slot in slots:
             held = self._latest.get(slot)
@@ -103,3 +103,16 @@ class PatientRecord:
             elif when > held[0]:  # on a tie the first result stays, as duplicates do
                 self._latest[slot] = (when, held[1])
                 self.labs[held[1]] = lab
+
+
+# The slots of a compact record: the latest lab of any kind, and the latest usable result per analyte.
+def monitoring_slot(when: datetime, now: datetime) -> bool:
+    return when <= now + timedelta(days=1)  # the monitoring window tolerates a same-day timestamp
+
+
+def analyte_slot(contributor: str | None, when: datetime, now: datetime) -> bool:
+    return bool(contributor) and when <= now
+
+
+def usable(lab: LabFact) -> bool:
+    return lab.value is not None or lab.flagged_low

@@ -4,18 +4,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 
 from plugin.fhir_read import (
     MEDICATION_TYPES,
     Resolver,
     condition_fact,
     flatten,
+    lab_fact,
     lab_facts,
+    lab_parts,
     local_reference,
     medication_fact,
     subject_of,
 )
 from plugin.knowledge import Knowledge, default_knowledge
+from plugin.latest_labs import LatestLabs
 from plugin.record import ConditionFact, LabFact, MedicationFact, PatientRecord
 from plugin.rules import Review, ReviewOptions, evaluate
 from plugin.validation import validation_problem
@@ -66,6 +70,18 @@ def _draft_orders(context: dict | None, hook: str | None, resolver: Resolver, wa
     return chosen
 
 
+def _offer_labs(labs: LatestLabs, index: int, resource: dict, knowledge: Knowledge) -> None:
+    """An Observation's results, by code and date only: read in full later if they are among the latest."""
+    parts = lab_parts(resource, knowledge)
+    if parts is None:
+        return
+    ref, date, wanted = parts
+    for part, code in wanted:
+        lab = knowledge.labs.get(code)
+        labs.offer(date, (lab.contributor, lab.analyte) if lab else None,
+                   partial(lab_fact, ref, code, part, date, knowledge), (index, resource))
+
+
 def _waits_for_references(resource: dict, rtype: str, resolver: Resolver) -> bool:
     """True when the resource's subject or Medication reference does not resolve yet (it may, later in the walk)."""
     for key in ("subject", "patient"):
@@ -103,17 +119,21 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
     drafts = _draft_orders(context, hook, resolver, warnings)
     draft_refs = {local_reference(d) for d in drafts}
     others: Counter[str] = Counter()
-    relevant: list[dict] = []
+    relevant: dict[int, dict] = {}  # walk position -> a resource that gave facts
+    labs = LatestLabs(now)
 
-    def read(resource: dict) -> None:
-        """Subject check, then the resource's facts into the record."""
+    def read(index: int, resource: dict) -> None:
+        """Subject check, then the resource's facts into the record (lab results: offered, read if they matter)."""
         subject = subject_of(resource, resolver)
         if record.patient and subject and subject != record.patient:
             others[resource["resourceType"]] += 1
             return
+        if resource["resourceType"] == "Observation":
+            _offer_labs(labs, index, resource, knowledge)
+            return
         facts = facts_of(resource, knowledge, resolver, warnings, current_only=True)
         if facts:
-            relevant.append(resource)
+            relevant[index] = resource
         for fact in facts:
             record.add(fact)
 
@@ -121,9 +141,9 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
     # Medication reference can only resolve against entries still to come (a Bundle listing its Patient or
     # Medications after the orders) starts a queue that is read, in order, once the walk has seen everything.
     patients: list[dict] = []
-    waiting: list[dict] = []
+    waiting: list[tuple[int, dict]] = []
     unreadable = 0
-    for resource, url in flatten(resources):
+    for index, (resource, url) in enumerate(flatten(resources)):
         if not (isinstance(resource, dict) and isinstance(rtype := resource.get("resourceType"), str)):
             unreadable += resource is not None
             continue
@@ -135,11 +155,13 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
         elif draft_refs and local_reference(resource) in draft_refs:
             continue
         elif waiting or record.patient is None or _waits_for_references(resource, rtype, resolver):
-            waiting.append(resource)
+            waiting.append((index, resource))
         else:
-            read(resource)
-    for resource in waiting:
-        read(resource)
+            read(index, resource)
+    for index, resource in waiting:
+        read(index, resource)
+    for index, resource in labs.add_to(record):
+        relevant[index] = resource
     if unreadable:
         warnings.append(f"{unreadable} entries were not FHIR resources (no resourceType) and were skipped")
     for patient in patients:
@@ -149,19 +171,20 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
         warnings.append("ignored resources about another patient: "
                         + ", ".join(f"{n} {t}" for t, n in sorted(others.items())))
 
+    cited_candidates = [relevant[i] for i in sorted(relevant)]
     for draft in drafts:
         if draft.get("resourceType") in MEDICATION_TYPES:
             fact = medication_fact(draft, knowledge, resolver, ordered=True, warnings=warnings)
             if fact:
                 record.add(fact)
-                relevant.append(draft)
+                cited_candidates.append(draft)
 
     result = evaluate(record, now=now, knowledge=knowledge, options=options)
     if options.validate:
         # Only the resources a finding cites: they are what a clinician is shown (and validating every
         # resource with full models would be most of a hook call's time).
         cited = {ref for f in result.findings for ref in f.references}
-        for resource in relevant:
+        for resource in cited_candidates:
             ref = local_reference(resource)
             if ref in cited and (problem := validation_problem(resource)):
                 result.warnings.append(f"{ref} is not valid FHIR R4 ({problem}); read anyway")
