@@ -60,9 +60,29 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def version_text() -> str:
+    """``cramp-cds <version> (knowledge <version>)``: what is running and which rules it applies."""
+    import plugin
+    from cds_hooks.version import __version__
+
+    return f"cramp-cds {__version__} (knowledge {plugin.default_knowledge().version})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``, loading the knowledge only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cramp-cds", description="CDS Hooks service and review tools for nocturnal leg cramps.")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and the knowledge version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, command in COMMANDS.items():
         command.configure(sub.add_parser(name, help=command.help, description=command.help))

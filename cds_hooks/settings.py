@@ -27,6 +27,11 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_PUBLIC_BASE_URL` | unset | the URL clients use to reach this service (behind a proxy), e.g. `https://cds.example.org`; the JWT `aud` must equal it + the request path. Unset: the request URL without query. |
 | `CRAMP_LOG_LEVEL` | `INFO` | Python logging level for the `cramp_cds` loggers |
 | `CRAMP_SANDBOX` | local: `on`; production: `off` | serve the web sandbox page at `/sandbox/` (it sends no JWT: only useful with authentication off) |
+| `CRAMP_LOG_FORMAT` | local: `text`; production: `json` | `json` = one JSON object per line (time, level, logger, pid, request_id, message and the access line's fields); `text` = one readable line |
+| `CRAMP_METRICS` | local: `on`; production: `off` | serve Prometheus metrics at `/metrics` (summed over gunicorn workers by the production config) |
+| `CRAMP_METRICS_TOKEN` | unset | when set, `/metrics` needs `Authorization: Bearer <this token>` (at least 16 characters) |
+| `CRAMP_ADMIN` | `off` | `on` serves the feedback report at `/admin/feedback` (needs `CRAMP_ADMIN_TOKEN`) |
+| `CRAMP_ADMIN_TOKEN` | unset | the bearer token `/admin/feedback` requires (at least 16 characters); required when `CRAMP_ADMIN=on` |
 | authentication variables | on (production), off (local) | read by `cds_hooks.auth.load_auth_config`; see that module |
 """
 from __future__ import annotations
@@ -80,6 +85,11 @@ class Settings:
     public_base_url: str | None = None
     log_level: str = "INFO"
     sandbox: bool = False
+    log_format: str = "json"
+    metrics: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
+    admin: bool = False
+    admin_token: str | None = field(default=None, repr=False)
     auth: Any = None  # cds_hooks.auth.AuthConfig, or None when that module is unavailable (auth off)
 
     @property
@@ -142,7 +152,15 @@ class Settings:
             "public_base_url": public_base_url,
             "log_level": log_level,
             "sandbox": reader.choice("CRAMP_SANDBOX", "on" if local else "off", ("on", "off")) == "on",
+            "log_format": reader.choice("CRAMP_LOG_FORMAT", "text" if local else "json", ("json", "text")),
+            "metrics": reader.choice("CRAMP_METRICS", "on" if local else "off", ("on", "off")) == "on",
+            "metrics_token": _token(reader, "CRAMP_METRICS_TOKEN"),
+            "admin": reader.choice("CRAMP_ADMIN", "off", ("on", "off")) == "on",
+            "admin_token": _token(reader, "CRAMP_ADMIN_TOKEN"),
         }
+        if simple["admin"] and not simple["admin_token"]:
+            raise SettingsError("CRAMP_ADMIN_TOKEN: required when CRAMP_ADMIN=on (the feedback report needs "
+                                "authentication)")
         # last: the steps with side effects (the local key file) and the auth module's own variables
         secret_key = _secret_key(env.get("CRAMP_SECRET_KEY", ""), local=local, data_dir=data_dir)
         return cls(**simple, secret_key=secret_key, auth=_auth_config(env, local=local))
@@ -186,6 +204,13 @@ class _Reader:
         value = self.env.get(name)
         value = default if value is None else value
         return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+
+
+def _token(reader: _Reader, name: str) -> str | None:
+    value = reader.text(name, "")
+    if value and len(value) < 16:
+        raise SettingsError(f"{name}: must be at least 16 characters")
+    return value or None
 
 
 def _is_http_url(value: str) -> bool:

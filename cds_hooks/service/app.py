@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import gc
 import logging
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, request
 
 from cds_hooks.gc_policy import PausedCollectorMiddleware
+from cds_hooks.observability import logs
+from cds_hooks.service import observability
 from cds_hooks.service.errors import (
     BadRequest,
     Issue,
@@ -42,14 +42,14 @@ from cds_hooks.storage.feedback import FeedbackStore
 from cds_hooks.storage.replay import DatabaseReplayStore
 
 log = logging.getLogger("cramp_cds.app")
-access_log = logging.getLogger("cramp_cds.access")
 
 CORS_METHODS = "GET, POST, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type"
 CORS_EXPOSE = "X-Request-ID"
 AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose this server to a network"
 # Answered without authentication: they hold no patient or service data (health, and the API's own description).
-PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json"})
+# /metrics has its own optional token (CRAMP_METRICS_TOKEN); /readyz says only whether the service can work.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class State:
     runtime: HookRuntime
     verifier: Any  # cds_hooks.auth.ClientVerifier or None when authentication is off
     knowledge_version: str | None
+    database: Database
 
 
 def state() -> State:
@@ -99,15 +100,21 @@ bp = Blueprint("cds_hooks", __name__)
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    """Discovery (D1-D3)."""
-    return json_response(discovery_document(state().registry))
+    """Discovery (D1-D3); each service says the service and knowledge versions in an extension (D3 allows it)."""
+    st = state()
+    document = discovery_document(st.registry)
+    for entry in document["services"]:
+        entry.setdefault("extension", {}).update(observability.version_extension(st.knowledge_version))
+    return json_response(document)
 
 
 @bp.post("/cds-services/<service_id>")
 def invoke(service_id: str) -> Response:
     service = _service(service_id)
     body = read_json()
-    return json_response(handle_hook(state().runtime, service, body))
+    result = handle_hook(state().runtime, service, body)
+    observability.cards_returned(result["cards"])
+    return json_response(result)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -117,6 +124,7 @@ def feedback(service_id: str) -> Response:
     st = state()
     entries = parse_feedback(read_json(), st.settings.max_feedback_entries)
     st.runtime.store.add_feedback(service_id, entries, datetime.now(UTC))
+    observability.feedback_stored(entries)
     log.info("stored %d feedback entr%s", len(entries), "y" if len(entries) == 1 else "ies")
     return json_response({})
 
@@ -124,7 +132,8 @@ def feedback(service_id: str) -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     st = state()
-    body: dict[str, Any] = {"status": "ok", "auth": "on" if st.verifier else "off"}
+    body: dict[str, Any] = {"status": "ok", "version": observability.__version__,
+                            "auth": "on" if st.verifier else "off"}
     if st.knowledge_version:
         body["knowledge_version"] = st.knowledge_version
     if not st.verifier:
@@ -141,8 +150,7 @@ def openapi() -> Response:
 # --- request pipeline ---------------------------------------------------------------------------------------
 
 def _start() -> Response | None:
-    g.request_id = str(uuid.uuid4())
-    g.started = time.perf_counter()
+    observability.begin_request()
     if request.method == "OPTIONS":  # CORS preflight: browsers never send Authorization on it (X8)
         preflight = Response(status=204)
         preflight.headers.pop("Content-Type", None)
@@ -187,26 +195,13 @@ def _finish(response: Response) -> Response:
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
         if request.method == "OPTIONS":
             response.headers["Access-Control-Max-Age"] = "600"
-    request_id = getattr(g, "request_id", None) or str(uuid.uuid4())
-    response.headers["X-Request-ID"] = request_id
-    started = getattr(g, "started", None)
-    duration = (time.perf_counter() - started) * 1000 if started else 0.0
-    access_log.info("request_id=%s method=%s path=%s status=%d duration_ms=%.1f",
-                    request_id, request.method, request.path[:200], response.status_code, duration)
-    return response
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("cramp_cds").setLevel(level)
+    return observability.end_request(response, st.registry)
 
 
 def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint] = ()) -> Flask:
     """Build the service. ``settings=None`` reads the environment; ``blueprints`` are extra pages to serve."""
     settings = settings or Settings.from_env()
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format)
 
     import plugin
     from plugin.validation import preload as preload_models
@@ -236,11 +231,16 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
         runtime=HookRuntime(settings=settings, store=store, knowledge=knowledge),
         verifier=verifier,
         knowledge_version=getattr(knowledge, "version", None),
+        database=database,
     )
     register_error_handlers(app)
     app.before_request(_start)
     app.after_request(_finish)
+    app.teardown_request(observability.reset_request)
     app.register_blueprint(bp)
+    app.register_blueprint(observability.readiness_bp)
+    if settings.metrics:
+        app.register_blueprint(observability.metrics_bp)
     for extra in blueprints:
         app.register_blueprint(extra)
     # Load what the first call would otherwise load, then take the long-lived objects (models, knowledge)

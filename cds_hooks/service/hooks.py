@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import plugin
+from cds_hooks.observability import metrics
 from cds_hooks.service.conformance import card_problems
-from cds_hooks.service.errors import InternalError
+from cds_hooks.service.errors import InternalError, PreconditionFailed
 from cds_hooks.service.prefetch import PrefetchPolicy, resolve_prefetch, resources_of
 from cds_hooks.service.services import OPTIONAL_KEYS, Service
 from cds_hooks.service.validation import parse_hook_request
@@ -44,10 +45,16 @@ def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datet
     now = now or datetime.now(UTC)
     settings = runtime.settings
     request = parse_hook_request(body, service.hook)
-    slots = resolve_prefetch(request, service.prefetch, runtime.policy, now, OPTIONAL_KEYS)
+    try:
+        slots = resolve_prefetch(request, service.prefetch, runtime.policy, now, OPTIONAL_KEYS)
+    except PreconditionFailed as exc:
+        count_unavailable(exc)
+        raise
     fetched = [s.key for s in slots if s.strategy.value in ("fetch", "complete")]
     if fetched:
         log.info("prefetch completed from fhirServer for keys: %s", ", ".join(fetched))
+        for key in fetched:
+            metrics.PREFETCH_FALLBACKS.labels(key).inc()
 
     rv = plugin.review(resources_of(slots), now=now, hook=service.hook, context=request.context,
                        options=settings.review_options, knowledge=runtime.knowledge)
@@ -61,6 +68,7 @@ def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datet
     patient = patient_key(settings.secret_key, request.fhir_server, request.patient_id)
     if runtime.store.is_suppressed(patient, card.key, now):
         log.info("card %r suppressed by an earlier override for this patient", card.key)
+        metrics.SUPPRESSIONS.labels(metrics.card_kind(card.key)).inc()
         return {"cards": []}
     problems = card_problems(card.body)
     if problems:
@@ -72,3 +80,11 @@ def handle_hook(runtime: HookRuntime, service: Service, body: Any, *, now: datet
                                     card_key=card.key, issued_at=now, indicator=card.body.get("indicator"),
                                     contributors=card.contributors)
     return {"cards": [card.body]}
+
+
+def count_unavailable(exc: PreconditionFailed) -> None:
+    """One count per prefetch key a 412 names (its issues' ``expression`` is ``prefetch.<key>``)."""
+    for issue in exc.issues:
+        expression = issue.expression or ""
+        if expression.startswith("prefetch."):
+            metrics.PREFETCH_UNAVAILABLE.labels(expression.removeprefix("prefetch.")).inc()
