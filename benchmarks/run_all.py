@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import batch_throughput, cost_curve, hook_latency, load_http, startup
+from benchmarks import batch_throughput, cost_curve, hook_latency, load_http, startup, terminology
 from benchmarks.common import ROOT, Report, machine, machine_text, watched
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -29,6 +29,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], Report]]]:
             ("hook_latency", lambda: hook_latency.run(calls=30, warmup=5, fhir_calls=10)),
             ("cost_curve", lambda: cost_curve.run(sizes=(500, 2_000, 8_000), scale=0.2)),
             ("startup", lambda: startup.run(repeats=2)),
+            ("terminology", lambda: terminology.run(repeats=2)),
             ("load_http", lambda: load_http.run(clients=8, duration=6, warmup=2)),
             ("batch_throughput", lambda: batch_throughput.run(sizes=(500, 1000))),
         ]
@@ -36,6 +37,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], Report]]]:
         ("hook_latency", hook_latency.run),
         ("cost_curve", cost_curve.run),
         ("startup", startup.run),
+        ("terminology", terminology.run),
         ("load_http", load_http.run),
         ("batch_throughput", batch_throughput.run),
     ]

@@ -6,7 +6,7 @@
    200 rounds after 20 warm-up rounds; median and p95 per patient review.
 3. `match_drug` of a code-only product (an RxNorm SBD only the pack knows, an NDC) against a name-only
    order (the word-pattern fallback, whose pattern grows with the pack's brand names): µs per call.
-Targets: start-up (the load) under 1 s; review p95 with the pack within 10 % (or 0.1 ms) of without.
+Targets: the knowledge load with the pack under 1 s (the service's whole start-up is `benchmarks.startup`); review p95 with the pack within 10 % (or 0.1 ms) of without.
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def run(repeats: int = REPEATS) -> Report:
                      f"{runs[0]['rxnorm']:,}", f"{runs[0]['ndc']:,}"])
     report.tables.append(Table(["knowledge", "import", "load", "RxNorm codes", "NDCs"], rows,
                                f"fresh interpreter, median of {repeats}"))
-    total = statistics.median(r["import_s"] + r["load_s"] for r in loads["pack"])
-    report.target("knowledge import + load with the pack (median)", f"{total * 1000:.0f} ms", "< 1 s", total < 1.0)
+    load = statistics.median(r["load_s"] for r in loads["pack"])
+    report.target("knowledge load with the pack (median; the import is the same without it)",
+                  f"{load * 1000:.0f} ms", "< 1 s", load < 1.0)
 
     bare, pack = load_knowledge(pack=None), load_knowledge()
     patients = sample_patients()

@@ -9,10 +9,10 @@ import pytest
 
 from plugin.codes import NDC, RXNORM, normalise_ndc
 from plugin.fhir_read import match_condition, match_drug
-from plugin.knowledge import default_knowledge, load_knowledge
-from plugin.knowledge.terminology import PACK_PATH
+from plugin.knowledge import KnowledgeError, default_knowledge, load_knowledge
+from plugin.knowledge.terminology import PACK_PATH, index_path
 from tests.builders import concept, icd, rx, sct
-from tools.build_terminology import INGREDIENTS, KINDS, medication_contributors, product_kinds
+from tools.build_terminology import INGREDIENTS, KINDS, medication_contributors, product_kinds, runtime_index
 
 PACK = json.loads(PACK_PATH.read_text(encoding="utf-8"))
 K = default_knowledge()
@@ -30,7 +30,9 @@ PINNED = {
                                    ("310812", "multi-ingredient", "antihtn_rxcuis.csv")],  # HCTZ/triamterene
     "statin": [("750227", "SBD", "antihtn_rxcuis.csv"),                         # amlodipine/atorvastatin [Caduet]
                ("259255", "SCD", "v2026/medication.py"),                        # VSAC statin intensity sets
-               ("404011", "multi-ingredient", "antihtn_rxcuis.csv")],
+               ("404011", "multi-ingredient", "antihtn_rxcuis.csv"),
+               ("762664", "pack", "antilipidemics_rxcui_classes.sas7bdat"),   # aspirin / pravastatin pack
+               ("152923", "SBD", "antilipidemics_rxcui_classes.sas7bdat")],   # simvastatin 40 MG [Zocor]
     "conjugated-estrogens": [("197660", "SCD", "medication.py"),                # VSAC Conjugated Estrogens
                              ("1441392", "multi-ingredient", "medication.py"),
                              ("1000398", "pack", "medication.py")],
@@ -185,6 +187,27 @@ def test_esrd_codes_fall_back_to_ckd_until_the_knowledge_has_their_own_contribut
     assert entry["c"] == ["esrd-dialysis"] and K.snomed["236435004"][-1] == target
 
 
+def test_the_runtime_index_is_exactly_what_the_cited_pack_derives():
+    """Start-up reads terminology.index.json; it must hold nothing the cited pack does not."""
+    assert json.loads(index_path(PACK_PATH).read_text(encoding="utf-8")) == runtime_index(PACK)
+
+
 def test_without_the_pack_product_codes_are_not_known():
     bare = load_knowledge(pack=None)
     assert "214081" not in bare.rxnorm and "214081" in K.rxnorm and RXNORM
+
+
+def test_a_broken_pack_index_is_a_start_up_error_naming_the_file_and_the_entry(tmp_path):
+    pack = tmp_path / "terminology.json"
+    pack.write_text(PACK_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    index = json.loads(index_path(PACK_PATH).read_text(encoding="utf-8"))
+    index["index"]["rxnorm"]["no-such-class"] = ["1"]
+    index["index"]["snomed"]["loop-diuretic"] = ["2"]
+    index_path(pack).write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"terminology\.index\.json: index\.rxnorm\['no-such-class'\]: "
+                                             r"unknown contributor 'no-such-class'"):
+        load_knowledge(pack=pack)
+    del index["index"]["rxnorm"]["no-such-class"]
+    index_path(pack).write_text(json.dumps(index), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match=r"index\.snomed\['loop-diuretic'\]: snomed codes cannot name"):
+        load_knowledge(pack=pack)

@@ -43,7 +43,7 @@ INGREDIENTS = {
     "potassium-sparing-diuretic": ["spironolactone", "eplerenone", "amiloride", "triamterene"],
     "laba": ["salmeterol", "formoterol", "arformoterol", "vilanterol", "olodaterol", "indacaterol"],
     "statin": ["atorvastatin", "simvastatin", "rosuvastatin", "pravastatin", "lovastatin", "fluvastatin",
-               "pitavastatin"],
+               "pitavastatin", "cerivastatin"],
     "iron-sucrose": ["iron sucrose"],
     "conjugated-estrogens": ["estrogens, conjugated", "conjugated estrogens"],
     "raloxifene": ["raloxifene"],
@@ -126,6 +126,7 @@ PEDSNET_CONDITIONS = {
 PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
                  "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv"]
 SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
+SSMITH_LIPIDS = "lipid_lowering_therapy/antilipidemics_rxcui_classes.sas7bdat"
 PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml"]
 CANVAS_DIRS = ["canvas_sdk/value_set/v2022", "canvas_sdk/value_set/v2026"]
 
@@ -321,6 +322,32 @@ def read_ssmith(pack: Pack, mirror: Mirror) -> None:
         _add_drug(pack, row["RXCUI"], row["STR"], hints, partial(str, src), row["TTY"], "source")
 
 
+def read_ssmith_lipids(pack: Pack, mirror: Mirror) -> None:
+    """ssmithm/rxnorm-drug-lists: lipid-lowering RXCUIs with TTY and ingredient (RxNorm Nov 2020), a SAS file.
+
+    Needs the `sas7bdat` reader (`pip install -e '.[tools]'`); only this script uses it.
+    """
+    import tempfile
+
+    from sas7bdat import SAS7BDAT
+
+    src = pack.source(mirror, SSMITH_LIPIDS)
+    data = subprocess.run(["git", f"--git-dir={mirror.git}", "show", f"{mirror.commit}:{SSMITH_LIPIDS}"],
+                          check=True, capture_output=True).stdout
+    with tempfile.NamedTemporaryFile(suffix=".sas7bdat") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        with SAS7BDAT(tmp.name, skip_header=False) as reader:
+            rows = iter(reader)
+            header = next(rows)
+            for values in rows:
+                row = dict(zip(header, values, strict=True))
+                hints = tuple(str(row[k]).lower() for k in ("medname1", "medname2")
+                              if row.get(k) and str(row[f"class{k[-1]}"]).upper() == "STATIN")
+                _add_drug(pack, str(row["RXCUI"]), str(row["STR"]), hints, partial(str, src), str(row["TTY"]),
+                          "source")
+
+
 def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
     """PEDSnet/Variable-Dictionary: OMOP drug and condition code sets (RxNorm, NDC, SNOMED, ICD-10-CM)."""
     for path in PEDSNET_DRUGS:
@@ -386,7 +413,8 @@ def brand_names(pack: Pack) -> dict[str, dict]:
             sources[brand] = list(dict.fromkeys(sources[brand] + entry["s"]))
     names: dict[str, dict] = {}
     for brand, seen in sorted(pack.brands_seen.items()):
-        if len(brand) < 4 or brand in generic or " - " in brand or not re.fullmatch(r"[a-z][a-z0-9 \-]*", brand):
+        if (len(brand) < 4 or brand in generic or " - " in brand or medication_contributors(brand)
+                or not re.fullmatch(r"[a-z][a-z0-9 \-]*", brand)):  # "pfizer brand of atorvastatin" is no brand word
             continue
         common = frozenset.intersection(*seen)
         if common and brand in sources:
@@ -398,7 +426,9 @@ def brand_names(pack: Pack) -> dict[str, dict]:
 
 def build(mirrors: Path) -> dict:
     pack = Pack()
-    read_ssmith(pack, Mirror(mirrors, "ssmithm/rxnorm-drug-lists"))
+    ssmith = Mirror(mirrors, "ssmithm/rxnorm-drug-lists")
+    read_ssmith(pack, ssmith)
+    read_ssmith_lipids(pack, ssmith)
     read_canvas(pack, Mirror(mirrors, "canvas-medical/canvas-plugins"))
     read_pedsnet(pack, Mirror(mirrors, "PEDSnet/Variable-Dictionary"))
     read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
@@ -424,6 +454,25 @@ def build(mirrors: Path) -> dict:
         "codes": {system: dict(sorted(entries.items())) for system, entries in pack.codes.items()},
         "brands": brand_names(pack),
     }
+
+
+def runtime_index(pack: dict) -> dict:
+    """What start-up reads: codes grouped by their contributor ids, brands likewise, RxNorm names.
+
+    Derived from the pack alone (a test checks it is), so the provenance stays in one place.
+    """
+    index: dict[str, dict[str, list[str]]] = {}
+    for system, entries in pack["codes"].items():
+        groups: dict[str, list[str]] = {}
+        for code, entry in entries.items():
+            groups.setdefault(",".join(entry["c"]), []).append(code)
+        index[system] = groups
+    brands: dict[str, list[str]] = {}
+    for brand, entry in pack["brands"].items():
+        brands.setdefault(",".join(entry["c"]), []).append(brand)
+    return {"schema": 1, "derived_from": "terminology.json (tools/build_terminology.py)",
+            "fallback_ids": pack["fallback_ids"], "index": index, "brands": brands,
+            "rxnorm_names": {code: e["n"] for code, e in pack["codes"]["rxnorm"].items()}}
 
 
 KINDS = ("SBD", "SCD", "multi-ingredient", "pack", "NDC")
@@ -473,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     pack = build(args.mirrors)
     text = json.dumps(pack, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
     args.out.write_text(text + "\n", encoding="utf-8")
+    index = json.dumps(runtime_index(pack), ensure_ascii=False, separators=(",", ":"))
+    args.out.with_suffix(".index.json").write_text(index + "\n", encoding="utf-8")  # = terminology.index_path
     counts = {system: len(entries) for system, entries in pack["codes"].items()}
     print(f"wrote {args.out}: {counts}, {len(pack['brands'])} brand names, {len(pack['sources'])} sources")
     return 0

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from plugin.codes import normalise_atc, normalise_icd10
 from plugin.knowledge.errors import KnowledgeError
-from plugin.knowledge.terminology import PACK_PATH, Indexes, SiteCode, read_pack, read_site_files
+from plugin.knowledge.terminology import (
+    PACK_PATH,
+    Indexes,
+    SiteCode,
+    pack_provenance,
+    read_pack,
+    read_site_files,
+)
 
 DEFAULT_PATH = Path(__file__).with_name("contributors.json")
 SITE_KNOWLEDGE_VARIABLE = "CRAMP_SITE_KNOWLEDGE"
@@ -80,11 +87,15 @@ class Knowledge:
     icd_exact: dict[str, tuple[str, ...]] = field(default_factory=dict)
     local_drug: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     local_condition: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
-    pack: dict = field(default_factory=dict, compare=False, repr=False)  # as parsed: per-code provenance
     pack_path: str | None = None
     site_codes: tuple[SiteCode, ...] = ()
     # Drug and condition texts repeat endlessly across records: remember what the word patterns found.
     word_cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def pack(self) -> dict:
+        """The terminology pack with every code's provenance (read on first use, not at start-up)."""
+        return pack_provenance(self.pack_path)
 
     @property
     def lab_loincs(self) -> tuple[str, ...]:
@@ -260,7 +271,7 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
         raise _fail(path, "monitoring_labs", "expected an object of LOINC -> name")
 
     known = {cid: c.category for cid, c in contributors.items()}
-    raw_pack, extra = read_pack(Path(pack), known) if pack else ({}, Indexes())
+    extra = read_pack(Path(pack), known) if pack else Indexes()
     site_codes, site_extra = read_site_files([Path(p) for p in site], known)
     rxnorm_names = _first_names(entries)
     ndc: dict[str, list[str]] = {}
@@ -307,7 +318,6 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
         icd_exact=freeze(icd_exact),
         local_drug=freeze(local_drug),
         local_condition=freeze(local_condition),
-        pack=raw_pack,
         pack_path=str(pack) if pack else None,
         site_codes=tuple(site_codes),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from plugin.codes import (
@@ -82,46 +83,58 @@ def _resolve_all(ids: list[str], known: dict[str, str], fallback: dict[str, str]
     return tuple(out)
 
 
-def read_pack(path: Path, known: dict[str, str]) -> tuple[dict, Indexes]:
-    """The pack as parsed (kept for provenance) and its indexes. `known`: contributor id -> category."""
+def index_path(pack: Path) -> Path:
+    """The pack's runtime index beside it: terminology.json -> terminology.index.json."""
+    return pack.with_suffix(".index.json")
+
+
+def _read_json(path: Path) -> object:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise KnowledgeError(f"{path}: cannot read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise KnowledgeError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(raw, dict) or raw.get("schema") != 1 or not isinstance(raw.get("codes"), dict):
-        raise KnowledgeError(f"{path}: top level: expected an object with \"schema\": 1 and \"codes\"")
-    sources = raw.get("sources") or {}
+
+
+def read_pack(pack: Path, known: dict[str, str]) -> Indexes:
+    """The pack's indexes, from its runtime index (codes grouped by their contributor ids, so that start-up
+    reads a few lists instead of every code's provenance). `known`: contributor id -> category."""
+    path = index_path(pack)
+    raw = _read_json(path)
+    if not isinstance(raw, dict) or raw.get("schema") != 1 or not isinstance(raw.get("index"), dict):
+        raise KnowledgeError(f"{path}: top level: expected an object with \"schema\": 1 and \"index\"")
     fallback = raw.get("fallback_ids") or {}
     out = Indexes()
-    index_of = {"rxnorm": "rxnorm", "ndc": "ndc", "snomed": "snomed", "icd10cm": "icd_exact"}
-    resolved: dict[tuple, tuple[str, ...]] = {}  # the same few id lists repeat for thousands of codes
-    for system, entries in raw["codes"].items():
-        if system not in index_of or not isinstance(entries, dict):
-            raise KnowledgeError(f"{path}: codes.{system}: unknown code system or not an object")
-        target = getattr(out, index_of[system])
-        for code, entry in entries.items():
-            where = f"codes.{system}[{code!r}]"
-            if not isinstance(entry, dict) or not entry.get("c") or not entry.get("s"):
-                raise KnowledgeError(f"{path}: {where}: needs contributor ids \"c\" and sources \"s\"")
-            missing = [s for s in entry["s"] if s not in sources]
-            if missing:
-                raise KnowledgeError(f"{path}: {where}: cites unknown source {missing[0]!r}")
-            key = normalise_icd10(code) if system == "icd10cm" else code
-            ids = resolved.get(tuple(entry["c"]))
-            if ids is None:
-                ids = resolved[tuple(entry["c"])] = _resolve_all(entry["c"], known, fallback, f"{path}: {where}")
-            target[key] = list(ids)
-            if system == "rxnorm" and isinstance(entry.get("n"), str):
-                out.rxnorm_names.setdefault(code, entry["n"])
-    for brand, entry in (raw.get("brands") or {}).items():
-        for cid in entry.get("c", []):
-            resolved = _resolve(cid, known, fallback)
-            if resolved is None:
-                raise KnowledgeError(f"{path}: brands[{brand!r}]: unknown contributor {cid!r}")
-            out.add("names", brand, resolved)
-    return raw, out
+    targets = {"rxnorm": out.rxnorm, "ndc": out.ndc, "snomed": out.snomed, "icd10cm": out.icd_exact}
+    for system, groups in raw["index"].items():
+        target = targets.get(system)
+        if target is None or not isinstance(groups, dict):
+            raise KnowledgeError(f"{path}: index.{system}: unknown code system or not an object")
+        for joined, codes in groups.items():
+            ids = _resolve_all(joined.split(","), known, fallback, f"{path}: index.{system}[{joined!r}]")
+            if {known[c] in DRUG_CATEGORIES for c in ids} != {system in ("rxnorm", "ndc")}:
+                raise KnowledgeError(f"{path}: index.{system}[{joined!r}]: {system} codes cannot name {joined}")
+            for code in codes:
+                target[code] = list(ids)
+    for joined, brands in (raw.get("brands") or {}).items():
+        ids = _resolve_all(joined.split(","), known, fallback, f"{path}: brands[{joined!r}]")
+        for brand in brands:
+            out.names[brand] = list(ids)
+    out.rxnorm_names = dict(raw.get("rxnorm_names") or {})
+    return out
+
+
+@lru_cache(maxsize=4)
+def pack_provenance(pack: str | None) -> dict:
+    """The whole pack with every code's names, term types and sources: read only when someone asks
+    (`cramp-cds knowledge`, tests), never at start-up."""
+    if not pack:
+        return {}
+    raw = _read_json(Path(pack))
+    if not isinstance(raw, dict) or raw.get("schema") != 1 or not isinstance(raw.get("codes"), dict):
+        raise KnowledgeError(f"{pack}: top level: expected an object with \"schema\": 1 and \"codes\"")
+    return raw
 
 
 # --- site code maps ----------------------------------------------------------------------------
