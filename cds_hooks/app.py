@@ -22,4 +22,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         from cds_hooks.sandbox.web import sandbox_blueprint  # /sandbox/: cards without an EHR
 
         blueprints.append(sandbox_blueprint)
+    if settings.admin:
+        from cds_hooks.admin.web import admin_blueprint  # /admin/feedback: the feedback report, own token
+
+        blueprints.append(admin_blueprint)
     return create_service_app(settings, blueprints)

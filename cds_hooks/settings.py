@@ -218,6 +218,12 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def database_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The store's URL from ``CRAMP_DATABASE``/``CRAMP_DATA_DIR`` alone (tools that need no other setting)."""
+    reader = _Reader(os.environ if env is None else env)
+    return _database(reader.text("CRAMP_DATABASE", ""), Path(reader.text("CRAMP_DATA_DIR", "var")))[0]
+
+
 def _database(value: str, data_dir: Path) -> tuple[str, Path | None]:
     """``CRAMP_DATABASE`` → (SQLAlchemy URL, SQLite file or None)."""
     if value.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):

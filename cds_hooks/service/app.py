@@ -48,8 +48,9 @@ CORS_HEADERS = "Authorization, Content-Type"
 CORS_EXPOSE = "X-Request-ID"
 AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose this server to a network"
 # Answered without authentication: they hold no patient or service data (health, and the API's own description).
-# /metrics has its own optional token (CRAMP_METRICS_TOKEN); /readyz says only whether the service can work.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# /metrics and /admin/feedback have their own tokens (CRAMP_METRICS_TOKEN, CRAMP_ADMIN_TOKEN); /readyz says only
+# whether the service can work.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/admin/feedback", "/openapi.json"})
 
 
 @dataclass(frozen=True)
