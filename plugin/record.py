@@ -48,6 +48,22 @@ class LabFact:
     date: str | None            # effective date-time (ISO)
 
 
+@dataclass(frozen=True, slots=True)
+class PatientIdentity:
+    """Who the patient is, for a reviewer's worklist only (batch `--identifiers`): never in a card or a log.
+
+    `identifiers` are (system, type code, value) as recorded; the report picks the site's MRN system.
+    The repr names no value, so an identity printed by accident (a log line, a traceback) shows no PHI.
+    """
+    name: str | None = None                 # "Daniel Okafor" (official/usual name first)
+    birth_date: str | None = None           # "1955-11-02"
+    sex: str | None = None                  # administrative gender: "male", "female", "other", "unknown"
+    identifiers: tuple[tuple[str, str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        return "PatientIdentity(<redacted>)"
+
+
 @dataclass
 class PatientRecord:
     """One patient's facts.
@@ -59,6 +75,7 @@ class PatientRecord:
     """
     patient: str | None = None              # "Patient/123"
     deceased: str | None = None             # date, or "yes" when only deceasedBoolean is known
+    identity: PatientIdentity | None = None  # from the Patient resource (name, MRN, birth date, sex)
     medications: list[MedicationFact] = field(default_factory=list)
     conditions: list[ConditionFact] = field(default_factory=list)
     labs: list[LabFact] = field(default_factory=list)
@@ -82,6 +99,7 @@ class PatientRecord:
             self.add(fact)
         self.warnings.extend(other.warnings)
         self.deceased = self.deceased or other.deceased
+        self.identity = self.identity or other.identity
 
     def _add_lab(self, lab: LabFact) -> None:
         if self.now is None:

@@ -20,6 +20,7 @@ from plugin.fhir_read import (
 )
 from plugin.knowledge import Knowledge, default_knowledge
 from plugin.latest_labs import LatestLabs
+from plugin.patient import identity_of
 from plugin.record import ConditionFact, LabFact, MedicationFact, PatientRecord
 from plugin.rules import Review, ReviewOptions, evaluate
 from plugin.validation import validation_problem
@@ -167,6 +168,7 @@ def review(resources: Iterable[object], *, now: datetime, hook: str | None = Non
     for patient in patients:
         if local_reference(patient) == record.patient or record.patient is None:
             record.deceased = deceased_of(patient)
+            record.identity = identity_of(patient)
     if others:
         warnings.append("ignored resources about another patient: "
                         + ", ".join(f"{n} {t}" for t, n in sorted(others.items())))

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from plugin.dates import day, months_to_days, parse_when, within
 from plugin.knowledge import DIURETICS, Knowledge
-from plugin.record import ConditionFact, LabFact, MedicationFact, PatientRecord
+from plugin.record import ConditionFact, LabFact, MedicationFact, PatientIdentity, PatientRecord
 
 MAX_REASONS = 3  # a card line stays readable; the references keep the full list
 
@@ -47,6 +47,8 @@ class Review:
     warnings: list[str] = field(default_factory=list)
     deceased: bool = False
     monitoring_gap: bool = False      # a diuretic is current and no recent electrolyte/renal result exists
+    # who the patient is, for the batch worklist only: not part of a card, of `to_dict` or of equality
+    identity: PatientIdentity | None = field(default=None, repr=False, compare=False)
 
     @property
     def documented_cramps(self) -> bool:
@@ -164,7 +166,7 @@ def _low_labs(labs: list[LabFact], now: datetime, options: ReviewOptions,
 
 
 def evaluate(record: PatientRecord, *, now: datetime, knowledge: Knowledge, options: ReviewOptions) -> Review:
-    review = Review(patient=record.patient, warnings=list(record.warnings))
+    review = Review(patient=record.patient, warnings=list(record.warnings), identity=record.identity)
     if record.deceased:
         review.deceased = True
         review.warnings.append(f"{record.patient or 'patient'} is deceased ({record.deceased}): not reviewed")

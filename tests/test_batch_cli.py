@@ -46,10 +46,14 @@ def test_csv_has_one_row_per_finding(tmp_path, capsys):
     code, out, _ = review(capsys, str(panel(tmp_path / "export")), "--format", "csv", "--quiet")
     assert code == errors.OK
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["patient", "contributor", "category", "grade", "sources", "date", "references",
-                             "reason", "documented_cramps"]
-    assert [(r["patient"], r["contributor"]) for r in rows] == [
+    assert list(rows[0]) == ["rank", "priority", "priority_reason", "patient", "contributor", "category", "grade",
+                             "sources", "date", "references", "reason", "documented_cramps"]
+    assert sorted((r["patient"], r["contributor"]) for r in rows) == [
         (p, c) for p, cs in EXPECTED.items() for c in cs]
+    # rank order: the low magnesium first; p3 (cramps, no contributor) after those with contributors
+    assert list(dict.fromkeys((r["rank"], r["patient"]) for r in rows)) == [
+        ("1", "Patient/p1"), ("2", "Patient/p2"), ("3", "Patient/p5"), ("4", "Patient/p3")]
+    assert rows[0]["priority"] == "Electrolyte low" and "1.2 mg/dL" in rows[0]["priority_reason"]
     mg = next(r for r in rows if r["contributor"] == "low-magnesium")
     assert mg["documented_cramps"] == "true" and mg["references"] == "Observation/mg1" and "1.2 mg/dL" in mg["reason"]
 
@@ -65,14 +69,14 @@ def test_html_is_one_self_contained_escaped_page(tmp_path, capsys):
     assert code == errors.OK and out == ""
     page = out_path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page and "<svg" in page
-    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<script") == 1 and "&lt;script&gt;alert(1)&lt;/script&gt;" in page   # only the page's own
     assert "src=" not in page and "<link" not in page and "http://" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert "As of 2026-11-01" in page
-    assert "<b>5</b>patients reviewed" in page and "<b>2</b>with leg cramps documented" in page
+    assert "<b>5</b>patients listed" in page and '<b data-testid="count-reviewed">4</b>reviewed' in page
+    assert "Percentages are of the 4 patients reviewed (5 listed, less 1 deceased who are not reviewed)" in page
     assert "Thiazide or thiazide-like diuretic" in page and "Low magnesium" in page
     assert "Patient/p1" in page and "1.2 mg/dL" in page
-    assert '<td class="ref">leg-cramps-documented</td><td>strong</td><td class="n">2</td>' in page   # totals
 
 
 def test_filters_list_only_matching_patients(tmp_path, capsys):
@@ -166,7 +170,7 @@ def test_bundle_folder_one_and_several_patients_and_loose_resources(tmp_path, ca
 def test_format_follows_the_out_suffix_and_stdout_dash(tmp_path, capsys):
     folder = str(panel(tmp_path / "export"))
     review(capsys, folder, "--out", str(tmp_path / "r.csv"), "--quiet")
-    assert (tmp_path / "r.csv").read_text().startswith("patient,contributor,")
+    assert (tmp_path / "r.csv").read_text().startswith("rank,priority,priority_reason,patient,contributor,")
     _, out, _ = review(capsys, folder, "--out", "-", "--quiet")
     assert json.loads(out)["asOf"] == AS_OF
 
@@ -178,7 +182,7 @@ def test_add_parser_registers_the_review_subcommand(tmp_path, capsys):
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["review", str(panel(tmp_path / "e")), "--as-of", AS_OF, "--quiet", "--format", "csv"])
     assert args.run(args) == errors.OK
-    assert capsys.readouterr().out.startswith("patient,")
+    assert capsys.readouterr().out.startswith("rank,")
     assert build_parser().parse_args(["x"]).workers >= 1
 
 

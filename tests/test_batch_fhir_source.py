@@ -76,7 +76,8 @@ def test_export_kicks_off_polls_with_retry_after_and_downloads_with_the_token(tm
     assert len(downloads) == 5 and all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in downloads)
     assert [f.type_hint for f in fetched.files] == ["Patient", "MedicationRequest", "Condition", "Observation"]
     assert fetched.files[0].label == f"{FILES}/1.Patient.ndjson"    # no query string: pre-signed secrets stay out
-    assert [str(b) for b in fetched.bad_records] == [
+    assert fetched.bad_records == []
+    assert [str(b) for b in fetched.export_errors] == [
         f"{FILES}/err.ndjson:1: server reported: error: 1 Observation could not be exported"]
 
 

@@ -10,7 +10,8 @@ import pytest
 from cds_hooks.batch import shards
 from cds_hooks.batch.model import BatchResult, PatientRows, Summary
 from cds_hooks.batch.reports import html as html_report
-from cds_hooks.batch.reports.summary import patient_dict, totals
+from cds_hooks.batch.reports.summary import entry_dict, totals, worklist_dict
+from cds_hooks.batch.reports.worklist import Worklist
 from cds_hooks.batch.reports.writer import render, write_report
 from cds_hooks.batch.runner import RunConfig, run_review
 from plugin import default_knowledge
@@ -25,6 +26,9 @@ def whole_json(result: BatchResult) -> str:
     """The JSON report as it was built before streaming: one document, one `json.dumps`."""
     listed = list(result.patients)
     reviewed = list(result.reviewed)
+    with Worklist(result, default_knowledge()) as worklist:
+        entries = [entry_dict(e) for e in worklist]
+        summary = worklist_dict(worklist)
     doc = {
         "asOf": result.as_of.date().isoformat(),
         "knowledgeVersion": result.knowledge_version,
@@ -33,8 +37,11 @@ def whole_json(result: BatchResult) -> str:
                    "withContributor": sum(bool(p.review.contributors) for p in reviewed),
                    "deceased": sum(p.review.deceased for p in reviewed), "listed": len(listed),
                    "badRecords": len(result.bad_records)},
-        "patients": [patient_dict(p) for p in listed],
+        "worklist": summary,
+        "patients": entries,
         "badRecords": [b.to_dict() for b in result.bad_records],
+        "exportErrors": [b.to_dict() for b in result.export_errors],
+        "nonFhirFiles": [f.to_dict() for f in result.non_fhir_files],
         "warnings": list(result.warnings),
         "totals": totals(result, default_knowledge()),
     }
@@ -73,7 +80,8 @@ def test_write_report_streams_the_same_bytes_as_render(tmp_path):
         write_report(result, fmt, str(out))
         assert out.read_text(encoding="utf-8") == render(result, fmt)
     rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text())))
-    assert [(r["patient"], r["contributor"]) for r in rows] == [(p, c) for p, cs in EXPECTED.items() for c in cs]
+    assert sorted((r["patient"], r["contributor"]) for r in rows) == [
+        (p, c) for p, cs in EXPECTED.items() for c in cs]
 
 
 def test_a_result_built_by_hand_is_summarised_from_its_lists(tmp_path):
@@ -85,16 +93,17 @@ def test_a_result_built_by_hand_is_summarised_from_its_lists(tmp_path):
         assert render(by_hand, fmt) == render(ran, fmt)
 
 
-def test_html_lists_the_first_warnings_of_the_listed_patients(tmp_path, monkeypatch):
+def test_html_rows_show_their_first_warnings_and_the_page_the_first_run_warnings(tmp_path, monkeypatch):
     folder = panel(tmp_path / "export")
     bad_rx = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "310798"}], "text": 7}
     write_ndjson(folder / "MedicationRequest.001.ndjson", [
-        med_request(f"v{i}", bad_rx, subject=f"Patient/p{1 + i % 5}") for i in range(6)])
+        med_request(f"v{i}", bad_rx, subject="Patient/p1") for i in range(6)])
     result = run_review([str(folder)], RunConfig(as_of=NOW))
-    patient_warnings = [f"{p.patient}: {w}" for p in result.reviewed for w in p.review.warnings]
-    assert len(patient_warnings) >= 3
-    monkeypatch.setattr(html_report, "MAX_LISTED_ISSUES", 2)
+    p1 = next(p for p in result.reviewed if p.patient == "Patient/p1")
+    assert len(p1.review.warnings) > html_report.MAX_ROW_WARNINGS
+    assert len(result.warnings) >= 2
+    monkeypatch.setattr(html_report, "MAX_LISTED_ISSUES", 1)
     page = render(result, "html")
-    total = len(result.warnings) + len(patient_warnings)
-    assert f"Data-quality warnings ({total})" in page
-    assert f"and {total - 2} more (see the JSON report)" in page
+    assert f"Run warnings ({len(result.warnings)})" in page
+    assert f"and {len(result.warnings) - 1} more (see the JSON report)" in page
+    assert f"and {len(p1.review.warnings) - html_report.MAX_ROW_WARNINGS} more (open)" in page

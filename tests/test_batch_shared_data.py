@@ -67,13 +67,14 @@ def test_inferno_group_export(shared_data):
     assert any("skipped" in w and "Encounter" in w for w in result.warnings)
 
 
-def test_synthea_export_reports_its_log_file_as_bad_records(shared_data, capsys):
+def test_synthea_export_reports_its_log_file_as_not_fhir_not_as_bad_records(shared_data, capsys):
     folder = shared_data / "ndjson" / "synthea-bulk-10-patients"
     code = main([str(folder), "--as-of", "2026-11-01", "--quiet", "--lab-lookback-days", "3650"])
     doc = json.loads(capsys.readouterr().out)
-    assert code == errors.COMPLETED_WITH_BAD_RECORDS
-    assert [(Path(b["file"]).name, b["line"]) for b in doc["badRecords"]] == [("log.ndjson", n) for n in (1, 2, 3, 4)]
-    assert all("no resourceType" in b["error"] for b in doc["badRecords"])
+    assert code == errors.OK
+    assert doc["badRecords"] == []
+    assert [(Path(f["file"]).name, f["kind"]) for f in doc["nonFhirFiles"]] == [
+        ("log.ndjson", "Bulk Data export log (not FHIR resources)")]
     assert doc["counts"]["patients"] == 13 and doc["counts"]["deceased"] == 3
     assert doc["totals"]["statin"] >= 1 and doc["totals"]["thiazide-diuretic"] >= 1
 
@@ -87,4 +88,5 @@ def test_hl7_loose_resources(shared_data):
 def test_everything_at_once(shared_data):
     result = run(shared_data, workers=2)
     assert len({(r.patient, r.source) for r in result.reviewed}) == len(result.reviewed) >= 20 + 100 + 3 + 13
-    assert {Path(b.file).name for b in result.bad_records} == {"log.ndjson"}
+    assert result.bad_records == []
+    assert {Path(f.file).name for f in result.non_fhir_files} == {"log.ndjson"}

@@ -189,7 +189,7 @@ def test_manifest_maps_output_urls_to_local_files_and_follows_continues_in_file(
     assert any("log.ndjson" in w and "not listed" in w for w in result.warnings)
 
 
-def test_manifest_missing_files_and_export_errors_are_bad_records(tmp_path):
+def test_manifest_missing_files_are_bad_records_and_its_errors_are_export_errors(tmp_path):
     folder = panel(tmp_path / "export")
     write_ndjson(folder / "errors.ndjson", [{"resourceType": "OperationOutcome", "issue": [
         {"severity": "error", "code": "processing", "diagnostics": "Observation/77 could not be exported"}]}])
@@ -200,8 +200,9 @@ def test_manifest_missing_files_and_export_errors_are_bad_records(tmp_path):
     result = run_review([str(folder)], RunConfig(as_of=NOW))
     messages = [str(b) for b in result.bad_records]
     assert any("gone.ndjson listed in the manifest is not next to it" in m for m in messages)
-    assert any("errors.ndjson:1: server reported: error: Observation/77 could not be exported" in m
-               for m in messages)
+    assert not any("errors.ndjson" in m for m in messages)
+    assert [(Path(b.file).name, b.line, b.error) for b in result.export_errors] == [
+        ("errors.ndjson", 1, "server reported: error: Observation/77 could not be exported")]
     assert findings(result)["Patient/p3"] == ["leg-cramps-documented"]
 
 

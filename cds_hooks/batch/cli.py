@@ -19,7 +19,10 @@ from cds_hooks.batch.errors import BatchError
 from cds_hooks.batch.fhir_source import TOKEN_ENV, FhirOptions
 from cds_hooks.batch.inputs import is_url
 from cds_hooks.batch.progress import Progress
-from cds_hooks.batch.reports.writer import FORMATS, format_for, write_report
+from cds_hooks.batch.reports.identity import check_link_template
+from cds_hooks.batch.reports.options import ReportOptions
+from cds_hooks.batch.reports.since import PreviousReportError, read_previous
+from cds_hooks.batch.reports.writer import FHIR_WORKLIST, FORMATS, format_for, write_report
 from cds_hooks.batch.runner import RunConfig, default_workers, run_review
 from cds_hooks.batch.stream import DEFAULT_CHUNK_BYTES
 from plugin import ReviewOptions, default_knowledge
@@ -41,6 +44,9 @@ examples:
   cramp-cds review exports/2024-06/ --only-documented-cramps --format html --out review.html
   cramp-cds review exports/manifest.json --contributor thiazide-diuretic --contributor laba --format csv
   cramp-cds review https://fhir.example.org/r4 --group diabetes-clinic --as-of 2024-06-30 --out review.json
+  cramp-cds review exports/2024-07/ --format html --out worklist.html --identifiers \
+      --patient-link 'https://ehr.example.org/patient/{id}' --since-report review-2024-06.json \
+      --fhir-worklist worklist-bundle.json
 """
 
 
@@ -86,6 +92,13 @@ def id_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def link_template(text: str) -> str:
+    try:
+        return check_link_template(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = DESCRIPTION
@@ -98,6 +111,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="list only patients whose record documents leg cramps")
     out.add_argument("--contributor", action="append", type=contributor_id, default=[], metavar="ID",
                      help="list only patients with this contributor (repeatable: any of them)")
+    work = parser.add_argument_group("worklist")
+    work.add_argument("--identifiers", action="store_true",
+                      help="show each patient's name, MRN, birth date, age and sex in the report (off by default; "
+                           "never written to logs)")
+    work.add_argument("--identifier-system", metavar="URI",
+                      help="the system of the identifier shown as MRN (default: the identifier typed MR, else the "
+                           "first)")
+    work.add_argument("--patient-link", type=link_template, metavar="TEMPLATE",
+                      help="link each patient to the EHR: a URL with {id} (FHIR id) or {identifier} (MRN; needs "
+                           "--identifiers), e.g. 'https://ehr.example.org/patient/{id}'")
+    work.add_argument("--since-report", metavar="FILE",
+                      help="an earlier JSON report of the same panel: mark patients new to the worklist or with a "
+                           "new contributor")
+    work.add_argument("--fhir-worklist", metavar="PATH",
+                      help="also write the worklist as a FHIR transaction Bundle (a List and one Task per patient)")
     review = parser.add_argument_group("review")
     review.add_argument("--as-of", type=as_of_date, metavar="DATE",
                         help="the 'now' for look-backs, YYYY-MM-DD (default: today, UTC)")
@@ -145,6 +173,14 @@ def run(args: argparse.Namespace) -> int:
         return _usage("--group, --patients and --no-export need a FHIR server URL among the inputs")
     if args.group and args.patients:
         return _usage("give --group or --patients, not both")
+    if args.patient_link and "{identifier}" in args.patient_link and not args.identifiers:
+        return _usage("a --patient-link with {identifier} puts the MRN in the page: add --identifiers")
+    try:
+        previous = read_previous(args.since_report) if args.since_report else None
+    except PreviousReportError as exc:
+        return _usage(f"--since-report: {exc}")
+    report = ReportOptions(identifiers=args.identifiers, identifier_system=args.identifier_system,
+                           patient_link=args.patient_link, previous=previous)
     fmt = format_for(args.out, args.format)
     progress = Progress.for_terminal(quiet=args.quiet)
     try:
@@ -156,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers, chunk_bytes=args.chunk_bytes, fhir=fhir,
             only_documented_cramps=args.only_documented_cramps, contributors=tuple(dict.fromkeys(args.contributor)))
         result = run_review(list(args.inputs), config, progress)
-        write_report(result, fmt, args.out)
+        write_report(result, fmt, args.out, options=report)
+        if args.fhir_worklist:
+            write_report(result, FHIR_WORKLIST, args.fhir_worklist, options=report)
     except BatchError as exc:
         progress.close()
         print(f"cramp-cds review: {exc}", file=sys.stderr)
@@ -173,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return errors.COULD_NOT_RUN
     progress.finish(result, time.monotonic() - started)
-    return errors.COMPLETED_WITH_BAD_RECORDS if result.bad_records else errors.OK
+    lost = result.bad_records or result.export_errors   # the export itself lost data too
+    return errors.COMPLETED_WITH_BAD_RECORDS if lost else errors.OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,7 @@ class Fetched:
     files: list[NdjsonFile] = field(default_factory=list)
     patients: list[tuple[str, list[dict]]] = field(default_factory=list)   # ("Patient/1", resources)
     bad_records: list[BadRecord] = field(default_factory=list)
+    export_errors: list[BadRecord] = field(default_factory=list)   # the manifest's error OperationOutcomes
     warnings: list[str] = field(default_factory=list)
 
 
@@ -274,7 +275,10 @@ class FhirSource:
                 continue
             target = folder / f"error.{n:04d}.ndjson"
             bad = self.download(url, target, token=token)
-            fetched.bad_records.extend([bad] if bad else export_errors(target, public_url(url)))
+            if bad:
+                fetched.bad_records.append(bad)
+            else:
+                fetched.export_errors.extend(export_errors(target, public_url(url)))
         if any(isinstance(link, dict) and link.get("relation") == "next" for link in manifest.get("link") or ()):
             fetched.warnings.append("the export manifest is paged (link next); only its first page was read")
         return fetched

@@ -5,10 +5,14 @@ Accepted inputs (any mix, several at once):
 * a `.json` file holding a FHIR Bundle (any type) or one loose resource;
 * an `.ndjson` / `.ndjson.gz` file (Bulk Data: one resource a line; one resource type per file);
 * a Bulk Data `manifest.json`: its `output[].url`s are mapped to the files of the same name next to it
-  (also `continuesInFile` targets); its `error[]` files (OperationOutcome ndjson) become bad records;
+  (also `continuesInFile` targets); its `error[]` files (OperationOutcome ndjson) become the report's
+  export errors (what the server says it could not export), not bad records;
 * a folder: its `*.json`, `*.ndjson`, `*.ndjson.gz` files, recursively; a folder holding a Bulk
   `manifest.json` reads the ndjson files the manifest lists (others, like `log.ndjson`, are named in a warning);
 * an `http(s)://` FHIR base URL (see :mod:`cds_hooks.batch.fhir_source`).
+
+Bulk exports also carry files that are not FHIR: a client's `log.ndjson` (export events: `eventId`, no
+`resourceType`). Such a file is recognised, named in the report as a non-FHIR file, and not read.
 
 The resource type of an ndjson file comes from the manifest's `type`, else from its name
 (`Condition.000.ndjson`, `2.Condition.ndjson`, `Observation.2.ndjson.gz` -> `Condition`/`Observation`).
@@ -57,6 +61,17 @@ class NdjsonFile:
         return self.type_hint is None or self.type_hint in RELEVANT_TYPES
 
 
+@dataclass(frozen=True, order=True)
+class NonFhirFile:
+    """A file that came with the export but holds no FHIR resources (e.g. the client's log)."""
+
+    file: str
+    kind: str
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "kind": self.kind}
+
+
 @dataclass
 class Inputs:
     json_files: list[Path] = field(default_factory=list)
@@ -64,9 +79,15 @@ class Inputs:
     ndjson: list[NdjsonFile] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     bad_records: list[BadRecord] = field(default_factory=list)
+    export_errors: list[BadRecord] = field(default_factory=list)   # the manifest's error OperationOutcomes
+    non_fhir: list[NonFhirFile] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def add_ndjson(self, item: NdjsonFile) -> None:
+        if item.type_hint is None and (kind := non_fhir_kind(item.path)):
+            if item.label not in {f.file for f in self.non_fhir}:
+                self.non_fhir.append(NonFhirFile(item.label, kind))
+            return
         resolved = item.path.resolve()
         if all(f.path.resolve() != resolved for f in self.ndjson):
             self.ndjson.append(item)
@@ -83,6 +104,23 @@ def is_url(text: str) -> bool:
 
 def is_ndjson(path: Path) -> bool:
     return path.name.lower().endswith(NDJSON_SUFFIXES)
+
+
+def non_fhir_kind(path: Path) -> str | None:
+    """What a non-FHIR ndjson file is (`log.ndjson`, or a first line that is a log event), else None."""
+    name = path.name.lower()
+    if name in ("log.ndjson", "log.ndjson.gz"):
+        return "Bulk Data export log (not FHIR resources)"
+    try:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as fh:
+            first = next((line for line in fh if line.strip()), b"")
+        head = orjson.loads(first) if first else None
+    except (OSError, EOFError, orjson.JSONDecodeError):
+        return None   # unreadable or not JSON: the main pass reports its lines as bad records
+    if isinstance(head, dict) and "resourceType" not in head and "eventId" in head:
+        return "export log events (not FHIR resources)"
+    return None
 
 
 def type_from_name(name: str) -> str | None:
@@ -195,17 +233,17 @@ def read_manifest(manifest: Path, found: Inputs) -> None:
     for item in data.get("error") or ():
         local = _local_file(manifest, item.get("url") if isinstance(item, dict) else None)
         if local is not None and local.is_file():
-            found.bad_records.extend(export_errors(local, str(local)))
+            found.export_errors.extend(export_errors(local, str(local)))
         else:
-            found.bad_records.append(BadRecord(str(manifest), None, "the server reported export errors in a file "
-                                                                    "that is not next to the manifest"))
+            found.export_errors.append(BadRecord(str(manifest), None, "the server reported export errors in a "
+                                                                      "file that is not next to the manifest"))
     if data.get("deleted"):
         found.warnings.append(f"{manifest}: {len(data['deleted'])} deleted-resource file(s) listed; deletions are "
                               "not applied")
 
 
 def export_errors(path: Path, label: str) -> list[BadRecord]:
-    """A manifest's `error` file (OperationOutcome ndjson) as bad records: the export itself lost data."""
+    """A manifest's `error` file (OperationOutcome ndjson), one entry per outcome: the export itself lost data."""
     out = []
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:

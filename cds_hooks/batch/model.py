@@ -156,6 +156,8 @@ class BatchResult:
     selected: Sequence[PatientResult] | None = None               # after filters; None = all
     filters: dict = field(default_factory=dict)                   # {"onlyDocumentedCramps": …, "contributors": […]}
     summary: Summary | None = None
+    export_errors: list[BadRecord] = field(default_factory=list)  # OperationOutcomes of the manifest's `error`
+    non_fhir_files: list = field(default_factory=list)           # inputs.NonFhirFile: read as such, not as bad
 
     @property
     def patients(self) -> Sequence[PatientResult]:

@@ -216,6 +216,7 @@ def _fetch_servers(inputs: Inputs, config: RunConfig, knowledge: Knowledge, stac
         fetched = source.fetch(folder)
         inputs.ndjson.extend(fetched.files)
         inputs.bad_records.extend(fetched.bad_records)
+        inputs.export_errors.extend(fetched.export_errors)
         inputs.warnings.extend(fetched.warnings)
         for patient, resources in fetched.patients:
             resources_read += len(resources)
@@ -279,7 +280,7 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
         with ExitStack() as stack:
             stack.callback(spill.close)
             searched, searched_resources = _fetch_servers(inputs, config, knowledge, stack, progress)
-            if not (inputs.json_files or inputs.ndjson or searched or inputs.bad_records):
+            if not (inputs.json_files or inputs.ndjson or searched or inputs.bad_records or inputs.export_errors):
                 raise InputError(f"no FHIR input found in: {', '.join(args)}")
             spill.add_results(searched)
             del searched
@@ -314,6 +315,7 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
         [*inputs.bad_records, *(BadRecord(label, n, e) for label, n, e in med_bad), *merger.bad],
         key=BadRecord.sort_key)
     result.warnings = list(inputs.warnings) + merger.skipped_json
+    result.export_errors, result.non_fhir_files = sorted(inputs.export_errors), sorted(inputs.non_fhir)
     if merger.unattributed:
         result.warnings.append("skipped resources with no patient reference: " + ", ".join(
             f"{n} {t}" for t, n in sorted(merger.unattributed.items())))

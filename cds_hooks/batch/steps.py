@@ -28,7 +28,8 @@ import orjson
 from cds_hooks.batch.model import PatientResult
 from plugin.fhir_read import MEDICATION_TYPES, Resolver, local_reference, subject_of
 from plugin.knowledge import Knowledge
-from plugin.record import ConditionFact, LabFact, MedicationFact, PatientRecord
+from plugin.patient import identity_of
+from plugin.record import ConditionFact, LabFact, MedicationFact, PatientIdentity, PatientRecord
 from plugin.review import deceased_of, facts_of
 from plugin.rules import ReviewOptions, evaluate
 from plugin.validation import validation_problem
@@ -77,6 +78,7 @@ class LineFacts:
     resource: bool = False             # the line held a FHIR resource (counted in the run's totals)
     error: str | None = None           # a bad record: why the line could not be read
     unattributed: str | None = None    # the resource type of a relevant resource with no patient reference
+    identity: PatientIdentity | None = None  # a Patient line: name, identifiers, birth date, sex (worklist only)
 
 
 BLANK = LineFacts()                    # an empty line
@@ -133,7 +135,8 @@ def line_facts(line: bytes, export: str, state: StreamState, *, observations: bo
             ref = local_reference(resource)
             if ref is None:
                 return LineFacts(resource=True, error="Patient without an id")
-            return LineFacts((export, ref), deceased=deceased_of(resource), resource=True)
+            return LineFacts((export, ref), deceased=deceased_of(resource), resource=True,
+                             identity=identity_of(resource))
         if rtype not in FACT_TYPES:
             return UNREAD
         resolver = state.resolver(export)
@@ -166,6 +169,8 @@ def add_line(records: dict[str, PatientRecord], facts: LineFacts, as_of: datetim
         rec = records[ref] = PatientRecord(patient=ref, now=as_of)
     if facts.deceased and not rec.deceased:
         rec.deceased = facts.deceased
+    if facts.identity is not None and rec.identity is None:
+        rec.identity = facts.identity
     rec.warnings.extend(facts.warnings)
     for fact in facts.facts:
         rec.add(fact)

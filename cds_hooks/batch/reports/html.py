@@ -1,210 +1,133 @@
-"""The batch report as ONE self-contained HTML page for people: inline CSS and SVG, no script, no external asset.
+"""The batch report as ONE self-contained HTML page a pharmacist works from: a ranked worklist that sorts,
+filters and searches in the page, a per-patient detail with the live card, charts and the denominators.
 
-Every value from the data is escaped with `html.escape`. Patients appear by reference only (no names).
+Built with Jinja2 (templates/report.html.j2, autoescaped: every value from the data is escaped) and streamed
+(`Template.generate`), one worklist row at a time. Inline CSS, SVG and script; no network, no external asset.
+The card in the detail view is `plugin.build_card`'s own text (Markdown rendered by markdown-it-py with raw
+HTML off), so it says exactly what the live service would say at chart opening.
 """
 from __future__ import annotations
 
-import io
-import tempfile
-from collections.abc import Iterable
-from html import escape
+from collections.abc import Iterator
+from functools import cache
 from typing import TextIO
 
-from cds_hooks.batch.model import BatchResult, PatientResult
-from cds_hooks.batch.reports.summary import as_of_text, counts, totals
-from plugin import default_knowledge
-from plugin.knowledge import Knowledge
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
-MAX_LISTED_ISSUES = 500   # warnings / bad records shown; the JSON report has them all
+from cds_hooks.batch.model import BatchResult
+from cds_hooks.batch.reports.options import ReportOptions
+from cds_hooks.batch.reports.ranking import TIER_NAMES, best_grade
+from cds_hooks.batch.reports.summary import as_of_text, counts
+from cds_hooks.batch.reports.worklist import Entry, Panel, Worklist
+from plugin import build_card, default_knowledge
+from plugin.knowledge import GRADES, Knowledge
+
+MAX_LISTED_ISSUES = 500   # run-level warnings / bad records shown; the JSON report has them all
+MAX_ROW_WARNINGS = 3      # a row shows its first warnings; the detail view has them all
 TRIGGER = "leg-cramps-documented"
-
-CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:72rem;
-padding:0 1rem;color:#1d2327;background:#fff}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-.sub{color:#555;margin-top:0}
-.counts{display:flex;flex-wrap:wrap;gap:.8rem;margin:1rem 0;padding:0;list-style:none}
-.counts li{border:1px solid #ccd;border-radius:6px;padding:.5rem .9rem;min-width:9rem}
-.counts b{display:block;font-size:1.5rem}
-table{border-collapse:collapse;width:100%;margin:.5rem 0}
-th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f4f6}td.n{text-align:right}
-.grade,.date{white-space:nowrap}.ref{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
-.issues{font-family:ui-monospace,monospace;font-size:.85em;white-space:pre-wrap}
-.note{color:#555;font-size:.9em}
-svg text{font:12px system-ui,sans-serif;fill:#1d2327}
-@media print{body{margin:0}}
-"""
+CHART_WIDTH = 380
 
 
-def _e(value: object) -> str:
-    return escape("" if value is None else str(value), quote=True)
+@cache
+def _environment() -> Environment:
+    env = Environment(loader=PackageLoader("cds_hooks.batch.reports", "templates"),
+                      autoescape=select_autoescape(default=True, default_for_string=True),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["markdown"] = _markdown
+    return env
 
 
-def _bar_chart(rows: list[tuple[str, int]], total: int) -> str:
-    """Horizontal bars: one per contributor, length proportional to its patient count."""
-    if not rows:
-        return '<p class="note">No contributor found.</p>'
-    label_w, bar_w, row_h = 260, 380, 22
-    peak = max(n for _, n in rows) or 1
-    height = row_h * len(rows) + 6
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 90}" height="{height}" '
-           f'role="img" aria-label="Patients per contributor">')
-    parts = [svg]
-    for i, (label, n) in enumerate(rows):
-        y = i * row_h + 3
-        w = max(1, round(bar_w * n / peak))
-        share = f" ({100 * n / total:.0f}%)" if total else ""
-        parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{_e(label)}</text>'
-                     f'<rect x="{label_w}" y="{y + 2}" width="{w}" height="{row_h - 6}" fill="#3b6ea5">'
-                     f'<title>{_e(label)}: {n}</title></rect>'
-                     f'<text x="{label_w + w + 6}" y="{y + 15}">{n}{_e(share)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+@cache
+def _markdown_renderer() -> MarkdownIt:
+    return MarkdownIt("commonmark", {"html": False})
 
 
-def _patient_rows(p: PatientResult) -> list[str]:
-    """The table rows of one patient with cramps documented (at least one)."""
-    listed = [f for f in p.review.findings if f.contributor != TRIGGER]
-    cramps = next((f for f in p.review.findings if f.contributor == TRIGGER), None)
-    head = f'<span class="ref">{_e(p.patient or "(no patient reference)")}</span>'
-    if cramps:
-        head += f'<br><span class="note">cramps: {_e(cramps.reason)}</span>'
-    if not listed:
-        return [f'<tr><td>{head}</td><td colspan="4" class="note">no contributor found</td></tr>']
-    rows = []
-    for i, f in enumerate(listed):
-        first = f'<td rowspan="{len(listed)}">{head}</td>' if i == 0 else ""
-        rows.append(f"<tr>{first}<td>{_e(f.label)}</td><td class=\"grade\">{_e(f.grade)} "
-                    f"({_e(', '.join(f.sources))})</td><td>{_e(f.reason)}</td><td class=\"date\">{_e(f.date or '')}</td></tr>")
-    return rows
+def _markdown(text: str) -> Markup:
+    """Card Markdown -> HTML; raw HTML in the text is shown as text, never run (markdown-it `html: False`)."""
+    return Markup(_markdown_renderer().render(text))   # markdown-it escapes text; raw HTML is off
 
 
-def _other_row(p: PatientResult) -> str:
-    return (f'<tr><td class="ref">{_e(p.patient)}</td><td>{_e(", ".join(f.label for f in p.review.contributors))}</td>'
-            "</tr>")
+def _bars(rows: list[tuple[str, int, int]], denominator: int) -> list[dict]:
+    """Bar chart rows: label, count, part (e.g. with cramps documented), widths and share of `denominator`."""
+    peak = max((n for _, n, _ in rows), default=0) or 1
+    return [{"label": label, "n": n, "part": part, "width": max(1, round(CHART_WIDTH * n / peak)) if n else 0,
+             "part_width": round(CHART_WIDTH * part / peak),
+             "share": f"{100 * n / denominator:.0f}%" if denominator else "",
+             "part_share": f"{100 * part / n:.0f}%" if n else ""} for label, n, part in rows]
 
 
-def _table_start(headers: tuple[str, ...]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+def _charts(panel: Panel, knowledge: Knowledge) -> dict:
+    order = sorted(panel.contributors, key=knowledge.order)
+    rows = [(knowledge.contributors[cid].label, panel.contributors[cid], panel.with_cramps[cid]) for cid in order]
+    bands = [(band, panel.age_bands[band], 0) for band in
+             ("<18", "18-44", "45-64", "65-74", "75-84", "85+", "unknown") if panel.age_bands[band]]
+    return {"contributors": _bars(rows, panel.reviewed), "age_bands": _bars(bands, panel.reviewed)}
 
 
-_TABLE_END = "\n</tbody>\n</table>"
-_NONE = '<p class="note">None.</p>'
+def _card(entry: Entry, options: ReportOptions, knowledge: Knowledge) -> dict | None:
+    """The card the live service shows at chart opening (patient-view), with its own words."""
+    card = build_card(entry.row.review, hook="patient-view", trigger=options.card_trigger, knowledge=knowledge,
+                      new_uuid=lambda: "")
+    return card.body if card else None
 
 
-def _write_rows(out: TextIO, rows: Iterable[str]) -> None:
-    """Rows joined by newlines, written one by one."""
-    first = True
-    for row in rows:
-        if not first:
-            out.write("\n")
-        out.write(row)
-        first = False
+def _row(entry: Entry, options: ReportOptions, knowledge: Knowledge) -> dict:
+    rv = entry.row.review
+    contributors = [f for f in rv.findings if f.contributor != TRIGGER]
+    cramps = next((f for f in rv.findings if f.contributor == TRIGGER), None)
+    grade = best_grade(rv)
+    identity = entry.identity
+    patient_text = " ".join(str(v) for v in (identity.to_dict().values() if identity else ()) if v is not None)
+    search = " ".join([entry.row.patient, patient_text, entry.priority.reason, cramps.reason if cramps else "",
+                       *(f"{f.label} {f.contributor} {f.reason}" for f in contributors), *rv.warnings])
+    return {
+        "entry": entry, "review": rv, "contributors": contributors, "cramps": cramps, "grade": grade,
+        "grade_order": GRADES.index(grade) if grade else len(GRADES),
+        "contributor_ids": " ".join(f.contributor for f in contributors),
+        "row_warnings": rv.warnings[:MAX_ROW_WARNINGS], "more_warnings": max(0, len(rv.warnings) - MAX_ROW_WARNINGS),
+        "sort_patient": (identity.name or identity.identifier or "") if identity else entry.row.patient,
+        "search": " ".join(search.lower().split()), "card": _card(entry, options, knowledge),
+    }
 
 
-def _issues(lines: list[str], total: int | None = None) -> str:
-    """The first MAX_LISTED_ISSUES of `total` lines (default: all of `lines`; `lines` holds at least the first)."""
-    total = len(lines) if total is None else total
-    if not total:
-        return _NONE
-    shown = "\n".join(_e(line) for line in lines[:MAX_LISTED_ISSUES])
-    more = (f'<p class="note">and {total - MAX_LISTED_ISSUES} more (see the JSON report)</p>'
-            if total > MAX_LISTED_ISSUES else "")
-    return f'<div class="issues">{shown}</div>{more}'
+def _rows(worklist: Worklist, options: ReportOptions, knowledge: Knowledge) -> Iterator[dict]:
+    for entry in worklist:
+        if entry.rank is None:
+            return   # the worklist's patients come first; the rest are not on it
+        yield _row(entry, options, knowledge)
 
 
-def to_html(result: BatchResult, knowledge: Knowledge | None = None) -> str:
-    out = io.StringIO()
-    write_html(result, out, knowledge)
-    return out.getvalue()
+def _run_warnings(result: BatchResult) -> list[str]:
+    return list(result.warnings[:MAX_LISTED_ISSUES])
 
 
-def write_html(result: BatchResult, out: TextIO, knowledge: Knowledge | None = None) -> None:
-    """The page, written with one pass over the listed patients: the first table goes straight out, the
-    second is held in a temporary file (in memory while small) until the first is done."""
+def write_html(result: BatchResult, out: TextIO, knowledge: Knowledge | None = None,
+               options: ReportOptions | None = None) -> None:
     knowledge = knowledge or default_knowledge()
-    summary = result.get_summary()
-    c = counts(result)
-    as_of = as_of_text(result)
-    tot = totals(result, knowledge)
-    label = {cid: knowledge.contributors[cid].label for cid in tot}
-    chart_rows = [(label[cid], n) for cid, n in tot.items() if cid != TRIGGER]
-    table_rows = "".join(
-        f"<tr><td>{_e(label[cid])}</td><td class=\"ref\">{_e(cid)}</td><td>{_e(knowledge.contributors[cid].grade)}"
-        f"</td><td class=\"n\">{n}</td></tr>" for cid, n in tot.items())
+    options = options or ReportOptions()
     filters = []
     if result.filters.get("onlyDocumentedCramps"):
         filters.append("only patients with leg cramps documented")
     if result.filters.get("contributors"):
         filters.append("patients with any of: " + ", ".join(result.filters["contributors"]))
-    filter_note = (f'<p class="note">Listed: {c["listed"]} of {c["patients"]} patients ({_e("; ".join(filters))}).'
-                   "</p>" if filters else "")
-    out.write(f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Leg-cramp medication review, as of {_e(as_of)}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>Leg-cramp medication review</h1>
-<p class="sub">As of {_e(as_of)} &middot; knowledge {_e(result.knowledge_version)} &middot; advisory: the clinician
-judges whether each contributor is relevant.</p>
-<ul class="counts">
-<li><b>{c["patients"]}</b>patients reviewed</li>
-<li><b>{c["documentedCramps"]}</b>with leg cramps documented</li>
-<li><b>{c["withContributor"]}</b>with any contributor</li>
-<li><b>{c["deceased"]}</b>deceased (not reviewed)</li>
-<li><b>{c["badRecords"]}</b>bad records</li>
-</ul>
-{filter_note}
-<h2>Patients per contributor</h2>
-{_bar_chart(chart_rows, c["listed"])}
-<table>
-<thead><tr><th>Contributor</th><th>Id</th><th>Evidence grade</th><th>Patients</th></tr></thead>
-<tbody>{table_rows}</tbody>
-</table>
-<h2>Patients with leg cramps documented ({summary.listed_with_cramps})</h2>
-""")
-    warnings = list(result.warnings)
-    with tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", encoding="utf-8", newline="") as others:
-        if summary.listed_with_cramps:
-            out.write(_table_start(("Patient", "Contributor", "Grade (sources)", "Why", "Date")))
-        first_cramps = first_other = True
-        for p in result.patients:
-            if len(warnings) < MAX_LISTED_ISSUES:
-                warnings.extend(f"{p.patient}: {w}" for w in p.review.warnings)
-            if p.review.documented_cramps:
-                if not first_cramps:
-                    out.write("\n")
-                _write_rows(out, _patient_rows(p))
-                first_cramps = False
-            elif p.review.contributors:
-                if not first_other:
-                    others.write("\n")
-                others.write(_other_row(p))
-                first_other = False
-        out.write(_TABLE_END if summary.listed_with_cramps else _NONE)
-        out.write(f"\n<h2>Other patients with contributors, cramps not documented ({summary.listed_others})</h2>\n")
-        if summary.listed_others:
-            out.write(_table_start(("Patient", "Contributors")))
-            others.seek(0)
-            while block := others.read(1 << 16):
-                out.write(block)
-            out.write(_TABLE_END)
-        else:
-            out.write(_NONE)
-    n_warnings = len(result.warnings) + summary.listed_warnings
-    bad = [str(b) for b in result.bad_records]
-    out.write(f"""
-<h2>Data-quality warnings ({n_warnings})</h2>
-{_issues(warnings, n_warnings)}
-<h2>Bad records ({len(bad)})</h2>
-{_issues(bad)}
-<p class="note">Generated by cramp-cds batch review. Patients are named by FHIR reference only.</p>
-</body>
-</html>
-""")
+    with Worklist(result, knowledge, options) as worklist:
+        panel = worklist.panel
+        template = _environment().get_template("report.html.j2")
+        context = {
+            "as_of": as_of_text(result), "knowledge_version": result.knowledge_version, "counts": counts(result),
+            "panel": panel, "filters": filters, "charts": _charts(panel, knowledge), "tier_names": TIER_NAMES,
+            "grades": GRADES, "options": options,
+            "contributor_choices": [(cid, knowledge.contributors[cid].label)
+                                    for cid in sorted(panel.contributors, key=knowledge.order)],
+            "rows": _rows(worklist, options, knowledge),
+            "warnings": _run_warnings(result), "n_warnings": len(result.warnings),
+            "bad_records": [str(b) for b in result.bad_records[:MAX_LISTED_ISSUES]],
+            "n_bad": len(result.bad_records),
+            "export_errors": [str(b) for b in result.export_errors[:MAX_LISTED_ISSUES]],
+            "n_export_errors": len(result.export_errors),
+            "non_fhir": result.non_fhir_files, "max_issues": MAX_LISTED_ISSUES,
+        }
+        out.writelines(template.generate(**context))
+
