@@ -4,36 +4,21 @@ Starts the real app on 127.0.0.1 (Werkzeug ``make_server`` in a thread; local pr
 database, the sandbox mounted) and drives ``/usr/bin/chromium`` through ``/usr/bin/chromedriver`` with
 Selenium. The driver path is always given, so Selenium Manager never downloads anything.
 
-Needs: ``apt-get install chromium chromium-driver`` and ``pip install selenium`` (skipped otherwise).
+Needs: ``apt-get install chromium chromium-driver`` and ``pip install selenium`` (skipped otherwise; required
+in CI, see tests/browser_support.py).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.browser_support import CHROMEDRIVER, CHROMIUM, require_browser
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("CRAMP_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("CRAMP_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
-
-
-def _missing() -> str | None:
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install selenium)"
-    for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not (Path(path).is_file() and os.access(path, os.X_OK)) and not shutil.which(path):
-            return f"{path} not found (apt-get install {package})"
-    return None
-
-
-if (_reason := _missing()) is not None:
-    pytest.skip(_reason, allow_module_level=True)
+require_browser()   # skips without a browser; fails in CI (CRAMP_REQUIRE_BROWSER=1)
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as DriverService
