@@ -15,6 +15,7 @@ import pytest
 CHROMIUM = os.environ.get("CRAMP_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CRAMP_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")
 REQUIRED = os.environ.get("CRAMP_REQUIRE_BROWSER") == "1"
+WAIT = 15   # seconds for a page load or a wait on the page
 
 
 def missing() -> str | None:
@@ -49,3 +50,9 @@ def chromium(profile: Path, width: int = 1280, height: int = 1400):
                 f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def by_testid(root, testid: str):
+    from selenium.webdriver.common.by import By
+
+    return root.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')

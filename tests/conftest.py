@@ -18,3 +18,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA} (only present inside the workplace)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium per browser-test module (those call `tests.browser_support.require_browser()`)."""
+    from tests.browser_support import WAIT, chromium
+
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()

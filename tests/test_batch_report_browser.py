@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import chromium, require_browser
+from tests.browser_support import WAIT, by_testid, require_browser
 
 pytestmark = pytest.mark.browser
 require_browser()
@@ -26,7 +26,6 @@ from plugin import build_card, review
 from tests.builders import NOW
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "patients"
-WAIT = 15
 RANKED = ["Patient/sample-quinine", "Patient/sample-lss", "Patient/sample-cirrhosis", "Patient/sample-ckd",
           "Patient/sample-lasix", "Patient/sample-diabetes", "Patient/sample-asthma", "Patient/sample-hctz",
           "Patient/sample-pregnancy", "Patient/sample-e1drugs", "Patient/sample-cramps-only"]
@@ -41,20 +40,6 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     assert main([*common, "--out", str(plain)]) == errors.OK
     assert main([*common, "--out", str(named), "--identifiers"]) == errors.OK
     return {"plain": plain, "named": named}
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    driver = chromium(tmp_path_factory.mktemp("chromium-profile"), 1400, 1400)
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def by_testid(root, testid: str):
-    return root.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
 
 
 def open_report(browser, path: Path) -> None:

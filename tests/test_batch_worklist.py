@@ -200,3 +200,19 @@ def test_export_logs_and_event_files_are_not_fhir_and_not_bad_records(tmp_path, 
     result = run_review([str(folder)], RunConfig(as_of=NOW))
     assert [Path(f.file).name for f in result.non_fhir_files] == ["events.ndjson", "log.ndjson"]
     assert [Path(b.file).name for b in result.bad_records] == ["broken.ndjson"]
+
+
+def test_identity_travels_from_an_ndjson_patient_line_to_the_worklist(tmp_path, capsys):
+    folder = panel(tmp_path / "export")
+    write_ndjson(folder / "Patient.000.ndjson", [   # the Patient file after the others: any order works
+        patient("p1", name=[{"given": ["Ann"], "family": "Cole"}], birthDate="1950-02-01", gender="female",
+                identifier=[{"system": "urn:mrn", "value": "M-1"}]),
+        patient("p2"), patient("p3"), patient("p4", deceasedDateTime="2025-01-02"), patient("p5")])
+    result = run_review([str(folder)], RunConfig(as_of=NOW, workers=2, chunk_bytes=100))
+    p1 = next(r for r in result.reviewed if r.patient == "Patient/p1")
+    assert p1.review.identity == PatientIdentity("Ann Cole", "1950-02-01", "female", (("urn:mrn", "", "M-1"),))
+    code = main([str(folder), "--as-of", AS_OF, "--quiet", "--identifiers", "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert code == errors.OK
+    assert {(r["name"], r["identifier"], r["age"]) for r in rows if r["patient"] == "Patient/p1"} == {
+        ("Ann Cole", "M-1", "76")}

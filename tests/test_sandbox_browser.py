@@ -14,20 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import CHROMEDRIVER, CHROMIUM, require_browser
+from tests.browser_support import WAIT, by_testid, require_browser
 
 pytestmark = pytest.mark.browser
 
 require_browser()   # skips without a browser; fails in CI (CRAMP_REQUIRE_BROWSER=1)
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from cds_hooks.sandbox.testing import live_server, sandbox_app
-
-WAIT = 15
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +35,6 @@ def data_dir(tmp_path_factory) -> Path:
 def base_url(data_dir):
     with live_server(sandbox_app(data_dir)) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1400", f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def by_testid(root, testid: str):
-    return root.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
 
 
 def open_page(browser, base_url: str) -> None:
