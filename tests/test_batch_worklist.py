@@ -216,3 +216,16 @@ def test_identity_travels_from_an_ndjson_patient_line_to_the_worklist(tmp_path, 
     assert code == errors.OK
     assert {(r["name"], r["identifier"], r["age"]) for r in rows if r["patient"] == "Patient/p1"} == {
         ("Ann Cole", "M-1", "76")}
+
+
+def test_the_detail_follows_the_services_trigger_policy(tmp_path, capsys):
+    folder = str(panel(tmp_path / "export"))   # p2 (LABA) and p5 (statin): contributors, cramps not documented
+    common = [folder, "--as-of", AS_OF, "--quiet", "--format", "html"]
+    main(common)
+    documented = capsys.readouterr().out
+    assert documented.count('data-testid="card"') == 1 and documented.count('data-testid="no-card"') == 3
+    assert "“documented” (a card needs leg cramps documented or quinine" in documented
+    main([*common, "--card-trigger", "any"])
+    with_any = capsys.readouterr().out
+    assert with_any.count('data-testid="card"') == 3 and with_any.count('data-testid="no-card"') == 1
+    assert "Leg-cramp review: 1 possible contributor on record (long-acting beta-2 agonist (laba))" in with_any

@@ -26,6 +26,7 @@ from cds_hooks.batch.reports.writer import FHIR_WORKLIST, FORMATS, format_for, w
 from cds_hooks.batch.runner import RunConfig, default_workers, run_review
 from cds_hooks.batch.stream import DEFAULT_CHUNK_BYTES
 from plugin import ReviewOptions, default_knowledge
+from plugin.cards import TRIGGER_POLICIES
 
 NAME = "review"
 HELP = "batch chart review of FHIR Bundles, Bulk Data ndjson exports or a FHIR server"
@@ -124,6 +125,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--since-report", metavar="FILE",
                       help="an earlier JSON report of the same panel: mark patients new to the worklist or with a "
                            "new contributor")
+    work.add_argument("--card-trigger", choices=TRIGGER_POLICIES,
+                      default=os.environ.get("CRAMP_TRIGGER_POLICY") if os.environ.get(
+                          "CRAMP_TRIGGER_POLICY") in TRIGGER_POLICIES else "documented",
+                      help="the live service's trigger policy, for the card shown in each patient's detail "
+                           "(default: $CRAMP_TRIGGER_POLICY, else %(default)s)")
     work.add_argument("--fhir-worklist", metavar="PATH",
                       help="also write the worklist as a FHIR transaction Bundle (a List and one Task per patient)")
     review = parser.add_argument_group("review")
@@ -180,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     except PreviousReportError as exc:
         return _usage(f"--since-report: {exc}")
     report = ReportOptions(identifiers=args.identifiers, identifier_system=args.identifier_system,
-                           patient_link=args.patient_link, previous=previous)
+                           patient_link=args.patient_link, previous=previous, card_trigger=args.card_trigger)
     fmt = format_for(args.out, args.format)
     progress = Progress.for_terminal(quiet=args.quiet)
     try:
