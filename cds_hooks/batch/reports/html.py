@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
+from importlib.resources import files
 from typing import TextIO
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -28,6 +29,8 @@ MAX_LISTED_ISSUES = 500   # run-level warnings / bad records shown; the JSON rep
 MAX_ROW_WARNINGS = 3      # a row shows its first warnings; the detail view has them all
 TRIGGER = "leg-cramps-documented"
 CHART_WIDTH = 380
+# the page's stylesheet (templates/report.css), also used by other self-contained pages (the feedback report)
+CSS = files("cds_hooks.batch.reports").joinpath("templates", "report.css").read_text(encoding="utf-8")
 
 
 @cache
