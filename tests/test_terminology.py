@@ -99,6 +99,7 @@ def test_every_code_names_a_source_with_repository_commit_and_file():
     oids = {s["value_set"]["oid"] for s in PACK["sources"].values() if "oid" in s.get("value_set", {})}
     assert "2.16.840.1.113883.3.526.3.1572" in oids          # High Intensity Statin Therapy
     assert "2.16.840.1.113883.3.464.1003.103.12.1001" in oids  # Diabetes
+    assert "2.16.840.1.113762.1.4.1110.19" in oids            # Statin Grouper (cqframework eCQM content)
 
 
 def test_no_medication_code_maps_to_a_drug_outside_its_class():

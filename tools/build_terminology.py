@@ -80,7 +80,7 @@ ALSO = [
     ("peripheral-artery-disease", r"peripheral angiopathy|peripheral (arterial|vascular|circulatory)", r"^$"),
 ]
 CKD_ESRD = r"(?<!pre-)end.stage|stage 5|\bESRD\b|dialysis|kidney failure|renal failure|anephric"
-CANVAS_CONDITIONS = {
+VSAC_CONDITIONS = {  # by OID, wherever the expansion is published
     "2.16.840.1.113883.3.464.1003.103.12.1001": ConditionSet("diabetes", drop=r"gestation|prediabet|pre-diabet"),
     "2.16.840.1.113883.3.464.1003.103.12.1020": ConditionSet("diabetes", drop=r"gestation|prediabet"),
     "2.16.840.1.113762.1.4.1047.21": ConditionSet(
@@ -129,6 +129,9 @@ SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
 SSMITH_LIPIDS = "lipid_lowering_therapy/antilipidemics_rxcui_classes.sas7bdat"
 PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml"]
 CANVAS_DIRS = ["canvas_sdk/value_set/v2022", "canvas_sdk/value_set/v2026"]
+ECQM_DIR = "input/vocabulary/valueset/external"
+_FHIR_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm": "rxnorm", "http://snomed.info/sct": "snomed",
+                 "http://hl7.org/fhir/sid/icd-10-cm": "icd10cm"}
 
 OMOP_CLASS_TTY = {"Ingredient": "IN", "Precise Ingredient": "PIN", "Multiple Ingredients": "MIN",
                   "Clinical Drug": "SCD", "Branded Drug": "SBD", "Clinical Drug Comp": "SCDC",
@@ -261,7 +264,7 @@ def read_canvas(pack: Pack, mirror: Mirror) -> None:
                 meta = {"oid": oid.group(1),
                         "name": _field(body, "VALUE_SET_NAME") or cls.group(1),
                         "version": _field(body, "EXPANSION_VERSION") or ""}
-                condition = CANVAS_CONDITIONS.get(meta["oid"])
+                condition = VSAC_CONDITIONS.get(meta["oid"])
                 for block in _CANVAS_BLOCK.finditer(body):
                     system = block.group(1)
                     rows = _CANVAS_LINE.findall(block.group(2))
@@ -370,6 +373,33 @@ def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
                                partial(str, src))
 
 
+def read_ecqm_content(pack: Pack, mirror: Mirror) -> None:
+    """cqframework/ecqm-content-r4-2021: VSAC value sets as FHIR ValueSet JSON with their expansions
+    (the Statin Grouper 2.16.840.1.113762.1.4.1110.19 among them)."""
+    for filename in mirror.files(ECQM_DIR):
+        path = f"{ECQM_DIR}/{filename}"
+        try:
+            vs = json.loads(mirror.read(path))
+        except (subprocess.CalledProcessError, json.JSONDecodeError):
+            continue
+        if not isinstance(vs, dict) or vs.get("resourceType") != "ValueSet":
+            continue
+        expansion = vs.get("expansion") or {}
+        meta = {"oid": str(vs.get("id", "")).removeprefix("valueset-"), "name": vs.get("title") or vs.get("name", ""),
+                "version": f"{vs.get('version', '')}; expansion {expansion.get('identifier', '')}".strip("; ")}
+        condition = VSAC_CONDITIONS.get(meta["oid"])
+        concepts = [(inc.get("system"), c) for inc in (vs.get("compose") or {}).get("include", [])
+                    for c in inc.get("concept", [])]
+        concepts += [(c.get("system"), c) for c in expansion.get("contains", [])]
+        for system, concept in concepts:
+            target = _FHIR_SYSTEMS.get(system or "")
+            code, name = str(concept.get("code", "")), str(concept.get("display", ""))
+            if target == "rxnorm":
+                _add_drug(pack, code, name, (), partial(pack.source, mirror, path, **meta))
+            elif target and condition:
+                _add_condition(pack, target, code, name, condition, partial(pack.source, mirror, path, **meta))
+
+
 def read_pddi(pack: Pack, mirror: Mirror) -> None:
     """HL7/PDDI-CDS: FHIR ValueSets with enumerated RxNorm concepts (naproxen products and brands)."""
     ns = {"f": "http://hl7.org/fhir"}
@@ -432,6 +462,7 @@ def build(mirrors: Path) -> dict:
     read_canvas(pack, Mirror(mirrors, "canvas-medical/canvas-plugins"))
     read_pedsnet(pack, Mirror(mirrors, "PEDSnet/Variable-Dictionary"))
     read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
+    read_ecqm_content(pack, Mirror(mirrors, "cqframework/ecqm-content-r4-2021"))
     known = {c["id"] for c in json.loads(CONTRIBUTORS.read_text(encoding="utf-8"))["contributors"]}
     for system, entries in pack.codes.items():
         for code, entry in entries.items():
