@@ -185,7 +185,7 @@ def memoized_matchers() -> Iterator[None]:
 
 @contextlib.contextmanager
 def observation_prefilter() -> Iterator[None]:
-    """cds_hooks.batch.stream.iter_lines: an Observation line that names none of the knowledge's LOINC codes is
+    """cds_hooks.batch.stream.chunk_lines: an Observation line that names none of the knowledge's LOINC codes is
     dropped before it is parsed (it cannot yield a fact). EXPERIMENT only: line numbers of bad records shift."""
     import re
 
@@ -195,15 +195,15 @@ def observation_prefilter() -> Iterator[None]:
     knowledge = default_knowledge()
     codes = {c.encode() for c in (*knowledge.labs, *knowledge.monitoring_labs)}
     code = re.compile(rb'"code"\s*:\s*"([0-9]{1,7}-[0-9])"')
-    original = stream.iter_lines
+    original = stream.chunk_lines
 
-    def iter_lines(chunk):
+    def chunk_lines(chunk):
         for line in original(chunk):
             if b'"resourceType":"Observation"' in line[:40] and not any(c in codes for c in code.findall(line)):
                 continue
             yield line
 
-    with mock.patch.object(stream, "iter_lines", iter_lines):
+    with mock.patch.object(stream, "chunk_lines", chunk_lines):
         yield
 
 
