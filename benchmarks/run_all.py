@@ -17,7 +17,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import batch_throughput, cost_curve, hook_latency, load_http, startup, terminology
+from benchmarks import (
+    batch_lines,
+    batch_throughput,
+    cost_curve,
+    hook_latency,
+    load_http,
+    startup,
+    terminology,
+)
 from benchmarks.common import ROOT, Report, machine, machine_text, watched
 
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
@@ -32,6 +40,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], Report]]]:
             ("terminology", lambda: terminology.run(repeats=2)),
             ("load_http", lambda: load_http.run(clients=8, duration=6, warmup=2)),
             ("batch_throughput", lambda: batch_throughput.run(sizes=(500, 1000))),
+            ("batch_lines", lambda: batch_lines.run(patients=1000, bytes_per_type=4 << 20, repeats=1)),
         ]
     return [
         ("hook_latency", hook_latency.run),
@@ -40,6 +49,7 @@ def plan(quick: bool) -> list[tuple[str, Callable[[], Report]]]:
         ("terminology", terminology.run),
         ("load_http", load_http.run),
         ("batch_throughput", batch_throughput.run),
+        ("batch_lines", batch_lines.run),
     ]
 
 
@@ -84,7 +94,7 @@ def write_markdown(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these: hook_latency cost_curve startup load_http batch_throughput")
+                        help="run only these: hook_latency cost_curve startup load_http batch_throughput batch_lines")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (figures not representative)")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="regenerate the results section of FILE (e.g. docs/performance.md)")

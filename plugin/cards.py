@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from functools import cache
 from uuid import uuid4
 
-from fhir.resources.R4B.servicerequest import ServiceRequest
-
 from plugin.codes import LOINC
 from plugin.knowledge import DIURETICS, Knowledge, default_knowledge
 from plugin.rules import Finding, Review
@@ -82,6 +80,8 @@ def _links(keys: list[str], knowledge: Knowledge) -> list[dict]:
 @cache
 def _monitoring_requests() -> tuple[tuple[str, dict], ...]:
     """The proposed lab orders, built and validated with fhir.resources once per process (subject added per card)."""
+    from fhir.resources.R4B.servicerequest import ServiceRequest  # on first use: importing the models is slow
+
     built = []
     for code, name in MONITORING_ORDERS:
         request = ServiceRequest.model_validate({

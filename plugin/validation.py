@@ -6,12 +6,14 @@ from collections import OrderedDict
 from functools import lru_cache
 
 import orjson
-from fhir.resources.R4B import get_fhir_model_class
-from pydantic import ValidationError
 
 
 @lru_cache(maxsize=64)
 def _model(resource_type: str):
+    # fhir.resources (and pydantic) load on first use: `import plugin` stays quick for the command-line tools,
+    # and the service loads them at start (`preload`).
+    from fhir.resources.R4B import get_fhir_model_class
+
     try:
         return get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError):
@@ -56,6 +58,8 @@ def validation_problem(resource: dict) -> str | None:
 
 
 def _validate(resource: dict) -> str | None:
+    from pydantic import ValidationError
+
     model = _model(str(resource.get("resourceType")))
     if model is None:
         return f"unknown resourceType {resource.get('resourceType')!r}"

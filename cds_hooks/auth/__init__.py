@@ -21,7 +21,17 @@ from cds_hooks.auth.config import (
 from cds_hooks.auth.errors import AuthenticationError
 from cds_hooks.auth.jwks import JWKS_MIN_REFETCH_SECONDS
 from cds_hooks.auth.replay import InMemoryReplayStore, ReplayStore
-from cds_hooks.auth.verifier import ClientVerifier
+
+
+def __getattr__(name: str):
+    # The verifier needs PyJWT and cryptography (a tenth of the start-up): imported only when it is used,
+    # i.e. with authentication on (reading the settings imports this package either way).
+    if name == "ClientVerifier":
+        from cds_hooks.auth.verifier import ClientVerifier
+
+        return ClientVerifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
