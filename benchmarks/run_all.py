@@ -94,7 +94,7 @@ def write_markdown(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="run only these: hook_latency cost_curve startup load_http batch_throughput batch_lines")
+                        help="run only these: hook_latency cost_curve startup terminology load_http batch_throughput batch_lines")
     parser.add_argument("--quick", action="store_true", help="a short smoke run (figures not representative)")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="regenerate the results section of FILE (e.g. docs/performance.md)")
