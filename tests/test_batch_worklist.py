@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from datetime import date
 from html import escape
 from pathlib import Path
@@ -71,7 +72,8 @@ def test_a_recent_start_ranks_high_only_with_cramps_documented():
     assert priority(review([bundle(patient())], now=NOW), knowledge).tier is None
 
 
-def test_identity_is_read_from_the_patient_but_shown_only_with_identifiers(capsys, tmp_path):
+def test_identity_is_read_from_the_patient_but_shown_only_with_identifiers(capsys, caplog):
+    caplog.set_level(logging.DEBUG)
     for fmt in ("json", "csv", "html"):
         _, out, _ = run_cli(capsys, "--quiet", "--format", fmt)
         assert not any(n in out for n in NAMES), fmt        # off by default
@@ -82,6 +84,7 @@ def test_identity_is_read_from_the_patient_but_shown_only_with_identifiers(capsy
     assert (ckd["name"], ckd["identifier"], ckd["birth_date"], ckd["age"], ckd["sex"]) == (
         "Daniel Okafor", "SAMPLE-CKD", "1955-11-02", "70", "male")
     assert not any(n in err for n in NAMES)                 # the progress summary on stderr names nobody
+    assert not any(n in caplog.text for n in NAMES)         # nor does any log record
     _, out, _ = run_cli(capsys, "--quiet", "--identifiers", "--identifier-system", "http://example.org/none")
     ckd = next(p for p in json.loads(out)["patients"] if p["patient"] == "Patient/sample-ckd")
     assert ckd["identity"]["identifier"] is None and ckd["identity"]["name"] == "Daniel Okafor"

@@ -110,9 +110,6 @@ class Summary:
     with_contributor: int = 0
     deceased: int = 0
     listed: int = 0                  # after filters
-    listed_with_cramps: int = 0      # listed, cramps documented (HTML's first table)
-    listed_others: int = 0           # listed, cramps not documented, any contributor (HTML's second table)
-    listed_warnings: int = 0         # per-patient warnings of the listed patients
     contributors: Counter = field(default_factory=Counter)   # listed patients per contributor id
 
     def add(self, p: PatientResult, listed: bool) -> None:
@@ -125,11 +122,7 @@ class Summary:
             self._list(p)
 
     def _list(self, p: PatientResult) -> None:
-        rv = p.review
         self.listed += 1
-        self.listed_with_cramps += rv.documented_cramps
-        self.listed_others += not rv.documented_cramps and bool(rv.contributors)
-        self.listed_warnings += len(rv.warnings)
         self.contributors.update(set(p.contributor_ids))
 
     @classmethod
