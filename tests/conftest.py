@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
-pytest_plugins = ["tests.fhir_server.fixtures", "tests.service_fixtures.postgres"]
+pytest_plugins = ["tests.fhir_server.fixtures", "tests.service_fixtures.postgres", "tests.wall_clock"]
 
 
 @pytest.fixture(scope="session")

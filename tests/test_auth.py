@@ -911,3 +911,207 @@ def test_config_bad_jwks_file_at_verifier_start(tmp_path):
     cfg = AuthConfig(issuers={FILE_ISS: TrustedIssuer(iss=FILE_ISS, jwks_file=str(bad))})
     with pytest.raises(ValueError, match=r"bad\.json"):
         ClientVerifier(cfg)
+
+
+# =========================================================================== limits (issue 18: mutation testing)
+# Every bound tried on both sides (clock skew, token lifetime, nbf), every configuration mistake with its own
+# message, and an accepted token returns exactly the claims that were signed.
+
+SKEW = 60  # the default CRAMP_JWT_CLOCK_SKEW
+T = int(NOW)
+
+
+def test_x7_accepted_token_returns_exactly_the_signed_claims(verifier):
+    signed = claims(sub="Practitioner/123", tenant="t", fhirUser="Practitioner/123", jti="claims-1")
+    got = verifier.verify(bearer(token(**{k: v for k, v in signed.items()})), AUD)
+    assert got == signed
+
+
+# --------------------------------------------------------------------------- time bounds, both sides
+
+
+@pytest.mark.parametrize(("iat", "exp", "reason"), [
+    (T - 300, T - SKEW, "expired"),              # exp exactly now - skew: expired
+    (T - 300, T - SKEW + 1, None),               # one second later: still inside the skew
+    (T + SKEW, T + SKEW + 10, None),             # iat exactly now + skew: tolerated
+    (T + SKEW + 1, T + SKEW + 10, "iat in future"),
+    (T, T - 10, "exp before iat"),               # not expired yet (skew), but a token cannot end before it starts
+    (T, T, None),                                # a zero-lifetime token inside the skew is not malformed
+    (T, T + 3600, None),                         # lifetime exactly the maximum (one hour)
+    (T, T + 3601, "lifetime too long"),
+])
+def test_x7_time_claims_at_their_bounds(verifier, iat, exp, reason):
+    tok = bearer(token(iat=iat, exp=exp))
+    if reason is None:
+        assert verifier.verify(tok, AUD)["exp"] == exp
+    else:
+        assert rejected(verifier, tok).reason == reason
+
+
+@pytest.mark.parametrize(("nbf", "reason"), [(T + SKEW, None), (T + SKEW + 1, "not yet valid"), (T - 5, None)])
+def test_x4_nbf_at_its_bound(verifier, nbf, reason):
+    tok = bearer(token(nbf=nbf))
+    if reason is None:
+        assert verifier.verify(tok, AUD)["nbf"] == nbf
+    else:
+        assert rejected(verifier, tok).reason == reason
+
+
+def test_x7_configured_clock_skew_is_the_one_applied(config, clock, rsps):
+    strict = AuthConfig(issuers=config.issuers, clock_skew_seconds=0)
+    v = ClientVerifier(strict, clock=clock)
+    assert rejected(v, bearer(token(iat=T - 100, exp=T))).reason == "expired"
+    assert rejected(v, bearer(token(iat=T + 1))).reason == "iat in future"
+    assert v.verify(bearer(token(iat=T - 100, exp=T + 1)), AUD)["exp"] == T + 1
+
+
+def test_x7_configured_lifetime_is_the_one_applied(config, clock, rsps):
+    short = AuthConfig(issuers=config.issuers, max_token_lifetime_seconds=300)
+    v = ClientVerifier(short, clock=clock)
+    assert v.verify(bearer(token(exp=T + 300)), AUD)["exp"] == T + 300
+    assert rejected(v, bearer(token(exp=T + 301))).reason == "lifetime too long"
+
+
+@pytest.mark.parametrize(("claim", "value", "reason"), [
+    ("exp", float("nan"), "bad exp"), ("exp", float("inf"), "bad exp"), ("iat", "now", "bad iat"),
+    ("nbf", "soon", "bad nbf"), ("nbf", None, "missing nbf"), ("jti", "x" * 513, "jti too long"),
+])
+def test_x4_malformed_claims_have_their_reason(verifier, claim, value, reason):
+    assert rejected(verifier, bearer(token(**{claim: value}))).reason == reason
+
+
+def test_x7_jti_at_its_length_limit_accepted(verifier):
+    assert verifier.verify(bearer(token(jti="j" * 512)), AUD)["jti"] == "j" * 512
+
+
+# --------------------------------------------------------------------------- the key's own restrictions
+
+
+@pytest.mark.parametrize("use", ["enc", "SIG", ""])
+def test_x5_key_published_for_another_use_is_not_used_for_signatures(config, clock, use):
+    with responses.RequestsMock() as r:
+        r.get(JKU, json={"keys": [{**ec_jwk(EC_KEY, "ec-1"), "use": use}]})
+        v = ClientVerifier(config, clock=clock)
+        assert rejected(v, bearer(token())).reason == "key not for signing"
+
+
+def test_x5_key_without_use_or_alg_members_is_usable(config, clock):
+    bare = {k: v for k, v in rsa_jwk(RSA_KEY, "rsa-1").items() if k not in ("use", "alg")}
+    with responses.RequestsMock() as r:
+        r.get(JKU, json={"keys": [bare]})
+        v = ClientVerifier(config, clock=clock)
+        assert v.verify(bearer(token(RSA_KEY, "RS384", kid="rsa-1")), AUD)["iss"] == ISS
+        assert v.verify(bearer(token(RSA_KEY, "PS256", kid="rsa-1")), AUD)["iss"] == ISS
+
+
+# --------------------------------------------------------------------------- AuthConfig refuses at start
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"issuers": {ISS: TrustedIssuer(iss=ISS)}},
+     "trusted issuer 'https://ehr.example.org' has neither jku nor jwks_file"),
+    ({"issuers": {"https://other.example": TrustedIssuer(iss=ISS, jku=(JKU,))}},
+     "issuers mapping key 'https://other.example' differs from its iss 'https://ehr.example.org'"),
+    ({"algorithms": ()}, "at least one JWT algorithm must be allowed"),
+    ({"algorithms": ("ES384", "XY999")}, "unsupported JWT algorithms XY999; choose from ES384, RS384"),
+    ({"algorithms": ("none",)}, "JWT algorithms none are not allowed"),
+    ({"algorithms": ("hs512",)}, "JWT algorithms hs512 are not allowed"),
+    ({"clock_skew_seconds": -1}, "clock skew must be >= 0"),
+    ({"max_token_lifetime_seconds": 0}, "token lifetime and JWKS timeout must be > 0"),
+    ({"jwks_timeout_seconds": 0}, "token lifetime and JWKS timeout must be > 0"),
+    ({"jwks_cache_seconds": 59}, "jwks_cache_seconds must be at least 60"),
+])
+def test_x6_authconfig_refuses_each_mistake_with_its_message(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        AuthConfig(**kwargs)
+    assert message in str(info.value)
+
+
+def test_x6_authconfig_limits_themselves_are_allowed():
+    cfg = AuthConfig(clock_skew_seconds=0, max_token_lifetime_seconds=1, jwks_timeout_seconds=0.1,
+                     jwks_cache_seconds=60, algorithms=("PS512",))
+    assert (cfg.clock_skew_seconds, cfg.max_token_lifetime_seconds, cfg.jwks_cache_seconds) == (0, 1, 60)
+
+
+# --------------------------------------------------------------------------- the environment and the clients file
+
+
+@pytest.mark.parametrize("value", ["on", "1", "true", "yes", " TRUE ", "Yes"])
+def test_config_every_spelling_of_on(tmp_path, value):
+    p = write_clients(tmp_path, [{"iss": ISS, "jku": [JKU]}])
+    assert load_auth_config({"CRAMP_AUTH": value, "CRAMP_TRUSTED_CLIENTS": str(p)}, default_enabled=False).enabled
+
+
+@pytest.mark.parametrize("value", ["off", "0", "false", "no", "FALSE", "No"])
+def test_config_every_spelling_of_off(value):
+    assert load_auth_config({"CRAMP_AUTH": value}).enabled is False
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "on"])
+def test_config_sandbox_flag_spellings(value):
+    assert "https://sandbox.cds-hooks.org" in load_auth_config({"CRAMP_TRUST_CDS_HOOKS_SANDBOX": value}).issuers
+
+
+@pytest.mark.parametrize("skew", ["0", "300", " 45 "])
+def test_config_clock_skew_limits_accepted(skew):
+    cfg = load_auth_config({"CRAMP_JWT_CLOCK_SKEW": skew}, default_enabled=False)
+    assert cfg.clock_skew_seconds == int(skew)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8765/jwks.json", "http://[::1]:8765/jwks.json",
+                                 "https://keys.example.org/jwks"])
+def test_config_jku_loopback_http_or_https(tmp_path, url):
+    p = write_clients(tmp_path, [{"iss": ISS, "jku": [url]}])
+    assert load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(p)}).issuers[ISS].jku == (url,)
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"iss": ISS, "jku": [""]}, "jku entries must be non-empty strings"),
+    ({"iss": ISS, "jku": [7]}, "jku entries must be non-empty strings"),
+    ({"iss": ISS, "jku": ["http://10.0.0.1/jwks"]}, "must be an absolute https:// URL"),
+    ({"iss": ISS, "jwks_file": ""}, "jwks_file must be a path string"),
+    ({"iss": ISS, "jwks_file": 3}, "jwks_file must be a path string"),
+    ({"iss": ISS, "jku": [JKU], "tenants": ["hospital-a", ""]}, "tenants must be a non-empty array of strings"),
+    ({"iss": ISS, "jku": [JKU], "tenants": [1]}, "tenants must be a non-empty array of strings"),
+    ({"iss": ISS, "jku": [JKU], "tenants": "hospital-a"}, "tenants must be a non-empty array of strings"),
+    ({"iss": " ", "jku": [JKU]}, "iss must be a non-empty string"),
+    ({"iss": ISS, "jku": [JKU], "keys": [], "jwks_url": JKU}, "unknown field(s) jwks_url, keys"),
+])
+def test_config_clients_file_entry_errors(tmp_path, entry, message):
+    p = write_clients(tmp_path, [entry])
+    with pytest.raises(ValueError) as info:
+        load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(p)})
+    assert message in str(info.value) and "clients[0]" in str(info.value)
+
+
+def test_config_clients_file_name_and_comment_are_documentation(tmp_path):
+    p = write_clients(tmp_path, [{"iss": ISS, "jku": [JKU], "name": "Example EHR", "comment": "onboarded 2026"}])
+    assert load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(p)}).issuers[ISS] == TrustedIssuer(iss=ISS, jku=(JKU,))
+
+
+def test_config_unreadable_clients_file_says_why(tmp_path):
+    missing = tmp_path / "absent.json"
+    with pytest.raises(ValueError) as info:
+        load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(missing)})
+    assert str(info.value) == f"CRAMP_TRUSTED_CLIENTS file {missing}: cannot be read (No such file or directory)"
+
+
+def test_config_clients_file_is_read_as_utf8(tmp_path):
+    p = tmp_path / "clients.json"
+    p.write_bytes(json.dumps({"clients": [{"iss": ISS, "jku": [JKU], "name": "Hôpital Étoile"}]},
+                             ensure_ascii=False).encode("utf-8"))
+    assert ISS in load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(p)}).issuers
+
+
+def test_config_relative_jwks_file_is_beside_the_clients_file(tmp_path, jwks_file):
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    p = write_clients(sub, [{"iss": ISS, "jwks_file": "../partner-jwks.json"}])
+    loaded = load_auth_config({"CRAMP_TRUSTED_CLIENTS": str(p)}).issuers[ISS].jwks_file
+    assert Path(loaded).resolve() == jwks_file.resolve()
+
+
+def test_authentication_error_keeps_reason_and_issuer():
+    err = AuthenticationError("expired", iss=ISS)
+    assert (str(err), err.reason, err.iss) == ("expired", "expired", ISS)
+    assert AuthenticationError("malformed token").iss is None

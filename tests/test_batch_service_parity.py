@@ -7,17 +7,20 @@ templates against the same Bundle).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 
 from cds_hooks.batch.cli import main as batch_main
 from cds_hooks.sandbox.requests_builder import build_request
+from tests.builders import NOW
 from tests.conftest import SAMPLES
 from tests.service_fixtures.support import make_client
 
 SAMPLE_FILES = sorted((SAMPLES / "patients").glob("*.json"))
-TODAY = datetime.now(UTC).date()
+# The samples are dated around NOW: both sides review as of that day (the service through a frozen wall clock),
+# so the comparison stays as rich in findings in 2030 as it is today.
+TODAY = NOW.date()
+pytestmark = pytest.mark.date_sensitive
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +33,7 @@ def batch_report(tmp_path_factory):
 
 
 @pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.stem)
-def test_batch_findings_equal_the_live_card(path, batch_report, tmp_path):
+def test_batch_findings_equal_the_live_card(path, batch_report, tmp_path, frozen_now):
     bundle = json.loads(path.read_text())
     client = make_client(tmp_path, {"CRAMP_TRIGGER_POLICY": "any"})
     service = next(s for s in client.get("/cds-services").get_json()["services"] if s["hook"] == "patient-view")

@@ -22,6 +22,9 @@ from cds_hooks.sandbox.requests_builder import (
 from cds_hooks.sandbox.samples import find_sample, list_samples, load_sample
 from cds_hooks.sandbox.testing import sandbox_app
 
+# Date-sensitive: requests are built as of today (draft order dates, prefetch date windows).
+pytestmark = pytest.mark.date_sensitive
+
 ROOT = Path(__file__).resolve().parents[1]
 TODAY = date(2026, 11, 25)
 

@@ -10,6 +10,9 @@ import pytest
 from cds_hooks.sandbox.cli import main, markdown_to_text
 from cds_hooks.sandbox.testing import live_server, sandbox_app
 
+# The CLI and the service read the wall clock (the review's "now", the draft order's date).
+pytestmark = pytest.mark.date_sensitive
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
@@ -33,7 +36,8 @@ def test_list_shows_every_sample_with_a_description(capsys):
     assert "sample-quinine" in line and "Quinine active" in line
 
 
-def test_patient_view_prints_the_card_readably(capsys, tmp_path):
+def test_patient_view_prints_the_card_readably(capsys, tmp_path, frozen_now):
+    # The sample's labs are dated 2026: as of a later "now" they age out of the 365-day lookback.
     code, out, err = run(capsys, "ckd-diuretics")
     assert code == 0, err
     assert out.startswith("leg-cramp-patient-view for Patient/sample-ckd: 1 card")

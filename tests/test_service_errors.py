@@ -274,6 +274,7 @@ def secured(tmp_path):
     return make_client(tmp_path, env)
 
 
+@pytest.mark.date_sensitive  # tokens are minted with the wall clock the verifier reads
 def test_x2_x7_auth_on_valid_jwt_for_the_called_url_accepted_else_bare_401(secured, caplog):
     token = _signed("http://localhost/cds-services")
     assert secured.get("/cds-services", headers={"Authorization": f"Bearer {token}"}).status_code == 200
@@ -287,6 +288,7 @@ def test_x2_x7_auth_on_valid_jwt_for_the_called_url_accepted_else_bare_401(secur
     assert "authentication failed" in caplog.text and token not in caplog.text
 
 
+@pytest.mark.date_sensitive  # tokens are minted with the wall clock the verifier reads
 def test_x7_auth_covers_service_and_feedback_calls_with_their_own_audience(secured):
     response = secured.post(SERVICE, json=hook_request(), headers={
         "Authorization": f"Bearer {_signed('http://localhost' + SERVICE)}"})

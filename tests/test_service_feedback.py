@@ -16,6 +16,9 @@ from tests.service_fixtures.support import (
     post_hook,
 )
 
+# Date-sensitive: feedback and suppression are stamped with the wall clock.
+pytestmark = pytest.mark.date_sensitive
+
 URL = "/cds-services/leg-cramp-patient-view/feedback"
 
 

@@ -35,6 +35,9 @@ from tests.service_fixtures.support import (
     searchset,
 )
 
+# Date-sensitive: the service reviews as of the wall clock and suppression counts days from it.
+pytestmark = pytest.mark.date_sensitive
+
 
 @pytest.fixture
 def client(tmp_path):
