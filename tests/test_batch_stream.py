@@ -89,6 +89,7 @@ def test_plain_and_gzip_give_the_same_report(tmp_path):
     plain = run_review([str(panel(tmp_path / "a"))], RunConfig(as_of=NOW))
     zipped = run_review([str(panel(tmp_path / "b", gz=True))], RunConfig(as_of=NOW))
     assert [r.review.to_dict() for r in plain.reviewed] == [r.review.to_dict() for r in zipped.reviewed]
+    assert {r.patient: [f.contributor for f in r.review.findings] for r in zipped.reviewed} == EXPECTED
 
 
 def _lines(size: int, *, trailing_newline: bool = True) -> bytes:

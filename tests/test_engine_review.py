@@ -101,7 +101,27 @@ def test_now_must_be_timezone_aware_and_review_is_deterministic():
     with pytest.raises(ValueError):
         review([], now=datetime(2026, 1, 1))
     data = [patient(), med_request("m1", rx("313988")), cramps(), lab("k", "2823-3", 3.0, "mmol/L")]
-    assert review(data, now=NOW).to_dict() == review(list(reversed(data)), now=NOW).to_dict()
+    forward, backward = review(data, now=NOW).to_dict(), review(list(reversed(data)), now=NOW).to_dict()
+    assert forward == backward
+    assert forward["findings"], "an empty review would make the comparison meaningless"
+
+
+def test_review_to_dict_shape():
+    """The JSON the batch report and integrations get: camelCase flags, findings without empty members."""
+    data = [patient(), med_request("m1", rx("313988")), cramps(), lab("k", "2823-3", 3.0, "mmol/L")]
+    d = review(data, now=NOW).to_dict()
+    assert set(d) == {"patient", "deceased", "documentedCramps", "monitoringGap", "findings", "warnings"}
+    assert (d["patient"], d["deceased"], d["documentedCramps"], d["monitoringGap"], d["warnings"]) == (
+        "Patient/p1", False, True, False, [])
+    assert [(f["contributor"], f["category"], f["date"], f["references"], f["ordered"], f.get("recent_start"))
+            for f in d["findings"]] == [
+        ("leg-cramps-documented", "trigger", "2025-05-01", ["Condition/cramp1"], False, None),
+        ("low-potassium", "electrolyte", "2026-10-01", ["Observation/k"], False, None),
+        ("loop-diuretic", "medication", "2026-01-10", ["MedicationRequest/m1"], False, True)]
+    for f in d["findings"]:
+        assert set(f) >= {"contributor", "category", "label", "grade", "sources", "reason", "references", "date",
+                          "ordered"}
+        assert isinstance(f["sources"], list) and f["sources"] and f["reason"] and f["label"] and f["grade"]
 
 
 def test_records_dated_after_now_are_not_yet_current():

@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         detected = sum(tally[s] for s in DETECTED)
         unrun = tally["not checked"] + tally["skipped"]
         scored = sum(tally.values()) - equivalent[module] - unrun
-        score = 100.0 * detected / scored if scored else 100.0
-        if score < TARGET:
-            below.append(module)
+        score = 100.0 * detected / scored if scored else 0.0
+        if score < TARGET or unrun:
+            below.append(module + (" (not all run)" if unrun else ""))
         total.update(mutants=sum(tally.values()), detected=detected, equivalent=equivalent[module],
                      unrun=unrun, scored=scored)
         print(f"{module:40} {sum(tally.values()):7} {detected:7} {scored - detected:6} {equivalent[module]:6} "
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     overall = 100.0 * total["detected"] / total["scored"] if total["scored"] else 100.0
     print(f"{'all':40} {total['mutants']:7} {total['detected']:7} {total['scored'] - total['detected']:6} "
           f"{total['equivalent']:6} {total['unrun']:6} {overall:6.1f}%")
-    print(f"\ntarget {TARGET:g}% per module; below it: {', '.join(below) or 'none'}")
+    print(f"\ntarget {TARGET:g}% of the scored mutants (all but equivalent and unrun) killed per module; "
+          f"not met: {', '.join(below) or 'none'}")
     if live:
         print(f"\n{len(live)} surviving mutants (kill them with a test, or list them in mutation-equivalents.toml "
               "with the reason they change nothing):")
