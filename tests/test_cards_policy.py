@@ -1,0 +1,133 @@
+"""The card at its limits (issue 18): the 140-character summary boundary, what is listed first, the sentence
+that says cramps are documented, when suggestions and links appear, and what makes two cards "the same".
+
+Complements tests/test_cards.py; assertions are on behaviour meant to last (order, presence, limits), not on
+the exact wording of a summary.
+"""
+from __future__ import annotations
+
+import pytest
+
+from plugin import build_card, review
+from plugin.rules import Finding, Review
+from tests.builders import NOW, bundle, condition, cramps, icd, lab, med_request, patient, rx
+from tests.card_checks import assert_valid_card
+
+
+def order_context(*drafts, hook="order-sign"):
+    ctx = {"patientId": "p1", "userId": "Practitioner/x", "draftOrders": bundle(*drafts)}
+    if hook == "order-select":
+        ctx["selections"] = [f"MedicationRequest/{d['id']}" for d in drafts]
+    return ctx
+
+
+def card_for(resources, hook="patient-view", context=None, **kw):
+    return build_card(review([patient(), *resources], now=NOW, hook=hook, context=context), hook=hook, **kw)
+
+
+def synthetic(label: str, *, n: int = 1) -> dict:
+    """A contributors card whose summary grows by one character per character of ``label``."""
+    findings = [Finding(contributor=cid, category="medication", label=f"{label}{i}" if i else label, grade="weak",
+                        sources=("E2",), reason="simvastatin, active", references=("MedicationRequest/m1",))
+                for i, cid in enumerate(["statin", "laba"][:n])]
+    card = build_card(Review(patient="Patient/p1", findings=findings), hook="patient-view", trigger="any")
+    assert card is not None
+    return card.body
+
+
+def test_c1_summary_boundary_is_139_characters():
+    summaries = [synthetic("x" * k)["summary"] for k in range(1, 160)]
+    assert all(len(s) < 140 for s in summaries)
+    whole = [s for s in summaries if not s.endswith("…")]
+    cut = [s for s in summaries if s.endswith("…")]
+    assert whole and cut
+    assert max(len(s) for s in whole) == 139  # 139 characters fit; 140 is cut
+    assert min(len(s) for s in cut) >= 130, "a cut summary keeps nearly all of its room"
+
+
+def test_leg_cramps_documented_sentence_names_the_record():
+    card = card_for([cramps(), med_request("m1", rx("310798", "hydrochlorothiazide 25 MG Oral Tablet"))])
+    detail = card.body["detail"]
+    assert "Leg cramps documented" in detail and "Sleep related leg cramps" in detail
+    undocumented = card_for([med_request("m1", rx("310798"))], trigger="any").body["detail"]
+    assert "Leg cramps documented" not in undocumented
+
+
+def test_ordered_drugs_are_listed_before_those_already_on_record():
+    active = med_request("h0", rx("310798", "hydrochlorothiazide 25 MG Oral Tablet"), authored="2024-01-01")
+    draft = med_request("s1", rx("617312", "simvastatin 20 MG Oral Tablet"), status="draft")
+    card = card_for([cramps(), active], hook="order-sign", context=order_context(draft))
+    assert card.body["extension"]["org.cramp-cds.review"]["contributors"] == ["statin", "thiazide-diuretic"]
+    detail = card.body["detail"]
+    assert detail.index("simvastatin") < detail.index("hydrochlorothiazide")
+    assert card.key == "contributors:statin,thiazide-diuretic"
+
+
+def test_quinine_comes_first_and_other_contributors_follow():
+    q = med_request("q1", rx("997010", "quinine sulfate 324 MG Oral Capsule"), status="draft")
+    active = med_request("h0", rx("310798", "hydrochlorothiazide 25 MG Oral Tablet"))
+    card = card_for([cramps(), active], hook="order-select", context=order_context(q, hook="order-select"))
+    assert card.key == "quinine" and card.body["indicator"] == "warning"
+    assert card.contributors == ("quinine", "thiazide-diuretic")
+    assert card.body["detail"].index("quinine") < card.body["detail"].index("hydrochlorothiazide")
+
+
+def test_order_hooks_ignore_an_unordered_quinine_for_the_warning():
+    """On order hooks the quinine warning is about the order; quinine already on record does not fire it."""
+    on_record = med_request("q0", rx("997010", "quinine sulfate 324 MG Oral Capsule"))
+    other = med_request("a1", rx("197361", "Amlodipine 5 MG Oral Tablet"), status="draft")
+    assert card_for([on_record], hook="order-select", context=order_context(other, hook="order-select")) is None
+    assert card_for([on_record]).key == "quinine"  # patient-view: active quinine warns
+
+
+def test_same_contributors_same_key_new_contributor_new_key():
+    a = card_for([cramps(), med_request("h", rx("310798"))])
+    b = card_for([cramps(), med_request("h2", rx("310798", "chlorthalidone"))])
+    c = card_for([cramps(), med_request("h", rx("310798")), condition("c", icd("K74.60"))])
+    assert a.key == b.key == "contributors:thiazide-diuretic"
+    assert c.key == "contributors:cirrhosis,thiazide-diuretic"
+
+
+def test_lab_suggestion_needs_a_listed_diuretic_and_can_be_turned_off():
+    diuretic = [cramps(), med_request("f", rx("313988", "furosemide 40 MG Oral Tablet"))]
+    assert "suggestions" in card_for(diuretic).body
+    body = card_for(diuretic, suggest_labs=False).body
+    assert "suggestions" not in body and "selectionBehavior" not in body
+    assert "consider electrolytes" in body["detail"]  # the advice stays; only the one-click orders go
+    statin_only = card_for([cramps(), med_request("s", rx("617312"))]).body
+    assert "suggestions" not in statin_only and "consider electrolytes" not in statin_only["detail"]
+
+
+def test_order_select_lab_suggestion_follows_the_listed_diuretic():
+    draft = med_request("f1", rx("313988", "furosemide 40 MG Oral Tablet"), status="draft")
+    card = card_for([cramps()], hook="order-select", context=order_context(draft, hook="order-select"))
+    (suggestion,) = card.body["suggestions"]
+    assert [a["type"] for a in suggestion["actions"]] == ["create"] * 4
+
+
+def test_links_are_at_most_five_and_labelled():
+    meds = [med_request(f"m{i}", rx(code)) for i, code in enumerate(["310798", "36117", "313988", "617312", "9997"])]
+    conds = [condition(f"c{i}", icd(code)) for i, code in enumerate(["K74.60", "N18.4", "M48.062", "G62.9"])]
+    body = card_for([cramps(), *meds, *conds, lab("k", "2823-3", 3.0, "mmol/L")]).body
+    assert_valid_card(body)
+    assert 0 < len(body["links"]) <= 5
+    assert all(len(link["label"]) <= 120 and link["type"] == "absolute" for link in body["links"])
+    assert len({link["url"] for link in body["links"]}) == len(body["links"])
+
+
+def test_references_beyond_three_are_elided_on_the_card_line():
+    meds = [med_request(f"m{i}", rx("310798", f"hydrochlorothiazide {i}")) for i in range(1, 6)]
+    detail = card_for([cramps(), *meds]).body["detail"]
+    assert "`MedicationRequest/m3`" in detail and "MedicationRequest/m4" not in detail and " …" in detail
+
+
+def test_unknown_trigger_policy_is_refused():
+    rv = review([patient(), cramps(), med_request("h", rx("310798"))], now=NOW)
+    with pytest.raises(ValueError, match="trigger policy"):
+        build_card(rv, hook="patient-view", trigger="sometimes")
+
+
+def test_every_contributor_line_shows_its_evidence_grade_and_sources():
+    body = synthetic("statin-like", n=2)
+    assert body["detail"].count("*Evidence: weak (E2).*") == 2
+    assert body["summary"].count("statin-like") == 2
