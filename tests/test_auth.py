@@ -1115,3 +1115,122 @@ def test_authentication_error_keeps_reason_and_issuer():
     err = AuthenticationError("expired", iss=ISS)
     assert (str(err), err.reason, err.iss) == ("expired", "expired", ISS)
     assert AuthenticationError("malformed token").iss is None
+
+
+def _signed_raw(header: dict[str, Any], payload: dict[str, Any], key: Any = EC_KEY) -> str:
+    """A compact JWS signed by hand, for headers PyJWT's encoder would rewrite (e.g. ``b64``)."""
+    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
+    signature = ECAlgorithm(ECAlgorithm.SHA384).sign(signing_input.encode(), key)
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def test_x3_b64_header_rejected_even_when_signed(verifier):
+    tok = _signed_raw({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "b64": True}, claims())
+    assert rejected(verifier, bearer(tok)).reason == "unsupported header"
+    assert verifier.verify(bearer(_signed_raw({"alg": "ES384", "typ": "JWT", "kid": "ec-1"}, claims())), AUD)
+
+
+def test_x3_typ_is_case_insensitive(verifier):
+    assert verifier.verify(bearer(token(header={"typ": "jwt"})), AUD)["iss"] == ISS
+
+
+def test_x3_non_string_jku_header_rejected(verifier):
+    tok = _signed_raw({"alg": "ES384", "typ": "JWT", "kid": "ec-1", "jku": ["x"]}, claims())
+    assert rejected(verifier, bearer(tok)).reason == "jku not allowed"
+
+
+@pytest.mark.parametrize(("extra", "reason"), [(0, None), (1, "token too large")])
+def test_x2_token_size_limit(verifier, extra, reason):
+    authorization = "Bearer " + "a" * (16 * 1024 - len("Bearer ") + extra)
+    assert len(authorization) == 16 * 1024 + extra
+    got = rejected(verifier, authorization).reason
+    assert (got == "token too large") is (reason is not None)
+
+
+def test_x7_jwks_cache_expires_exactly_after_its_lifetime(verifier, rsps, clock):
+    verifier.verify(bearer(token()), AUD)
+    clock.advance(verifier.config.jwks_cache_seconds - 1)
+    verifier.verify(bearer(token(iat=int(clock.now), exp=int(clock.now) + 60)), AUD)
+    assert fetches(rsps) == 1
+    clock.advance(1)  # exactly the cache lifetime: stale
+    verifier.verify(bearer(token(iat=int(clock.now), exp=int(clock.now) + 60)), AUD)
+    assert fetches(rsps) == 2
+
+
+def test_x3_refetch_allowed_exactly_after_the_rate_limit(verifier, rsps, clock):
+    verifier.verify(bearer(token()), AUD)
+    clock.advance(JWKS_MIN_REFETCH_SECONDS - 1)
+    assert rejected(verifier, bearer(token(kid="new", iat=int(clock.now)))).reason == "unknown kid"
+    assert fetches(rsps) == 1
+    clock.advance(1)
+    assert rejected(verifier, bearer(token(kid="new", iat=int(clock.now)))).reason == "unknown kid"
+    assert fetches(rsps) == 2
+
+
+def test_x7_expired_keys_are_never_used_again_when_the_refetch_fails(config, clock):
+    with responses.RequestsMock() as r:
+        r.get(JKU, json=JWKS)
+        r.get(JKU, status=503)
+        v = ClientVerifier(config, clock=clock)
+        v.verify(bearer(token()), AUD)
+        clock.advance(config.jwks_cache_seconds + 1)
+        assert rejected(v, bearer(token(iat=int(clock.now)))).reason == "jwks fetch failed: HTTP 503"
+        assert rejected(v, bearer(token(iat=int(clock.now)))).reason == "jwks unavailable (refetch rate-limited)"
+
+
+def test_x7_jwks_request_asks_for_json(config, clock):
+    with responses.RequestsMock() as r:
+        r.get(JKU, json=JWKS)
+        ClientVerifier(config, clock=clock).verify(bearer(token()), AUD)
+        (call,) = r.calls
+        assert call.request.headers["Accept"] == "application/json"
+
+
+@pytest.mark.parametrize(("size", "reason"), [(256 * 1024, None), (256 * 1024 + 1, "jwks fetch failed: too large")])
+def test_x7_jwks_size_limit_is_256_kib(config, clock, size, reason):
+    body = json.dumps(JWKS)
+    body = body[:-1] + " " * (size - len(body.encode())) + "}"
+    assert len(body.encode()) == size
+    with responses.RequestsMock() as r:
+        r.get(JKU, body=body, content_type="application/json")
+        v = ClientVerifier(config, clock=clock)
+        if reason is None:
+            assert v.verify(bearer(token()), AUD)["iss"] == ISS
+        else:
+            assert rejected(v, bearer(token())).reason == reason
+
+
+def test_x3_jwks_keys_without_kid_or_not_objects_are_skipped_and_the_first_kid_wins(config, clock):
+    jwks = {"keys": ["junk", {"kty": "EC"}, ec_jwk(EC_KEY, "ec-1"), ec_jwk(EC_OTHER, "ec-1")]}
+    with responses.RequestsMock() as r:
+        r.get(JKU, json=jwks)
+        v = ClientVerifier(config, clock=clock)
+        assert v.verify(bearer(token()), AUD)["iss"] == ISS
+        assert rejected(v, bearer(token(EC_OTHER))).reason == "bad signature"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[]", 'not a JWKS (expected an object with a "keys" array)'),
+    (json.dumps({"keys": [{"kty": "EC"}]}), "no usable key with a kid"),
+    (json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}]}), "key 's' is private or symmetric"),
+    ("{", "JWKS file"),
+])
+def test_config_jwks_file_errors_name_the_file_and_the_problem(tmp_path, content, message):
+    bad = tmp_path / "keys.json"
+    bad.write_text(content)
+    cfg = AuthConfig(issuers={FILE_ISS: TrustedIssuer(iss=FILE_ISS, jwks_file=str(bad))})
+    with pytest.raises(ValueError) as info:
+        ClientVerifier(cfg)
+    assert str(info.value).startswith(f"JWKS file {bad}: ") and message in str(info.value)
+
+
+def test_config_unreadable_jwks_file_says_why(tmp_path):
+    cfg = AuthConfig(issuers={FILE_ISS: TrustedIssuer(iss=FILE_ISS, jwks_file=str(tmp_path / "none.json"))})
+    with pytest.raises(ValueError) as info:
+        ClientVerifier(cfg)
+    assert str(info.value) == f"JWKS file {tmp_path / 'none.json'}: cannot be read (No such file or directory)"
+
+
+def test_x3_file_issuer_unknown_kid(verifier, rsps):
+    assert rejected(verifier, bearer(token(iss=FILE_ISS, kid="nope", jku=None))).reason == "unknown kid"
+    assert len(rsps.calls) == 0
