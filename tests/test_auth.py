@@ -945,7 +945,8 @@ def test_x7_time_claims_at_their_bounds(verifier, iat, exp, reason):
     if reason is None:
         assert verifier.verify(tok, AUD)["exp"] == exp
     else:
-        assert rejected(verifier, tok).reason == reason
+        err = rejected(verifier, tok)
+        assert (err.reason, err.iss) == (reason, ISS)  # the issuer goes to the log, to help onboarding
 
 
 @pytest.mark.parametrize(("nbf", "reason"), [(T + SKEW, None), (T + SKEW + 1, "not yet valid"), (T - 5, None)])
@@ -977,7 +978,35 @@ def test_x7_configured_lifetime_is_the_one_applied(config, clock, rsps):
     ("nbf", "soon", "bad nbf"), ("nbf", None, "missing nbf"), ("jti", "x" * 513, "jti too long"),
 ])
 def test_x4_malformed_claims_have_their_reason(verifier, claim, value, reason):
-    assert rejected(verifier, bearer(token(**{claim: value}))).reason == reason
+    err = rejected(verifier, bearer(token(**{claim: value})))
+    assert (err.reason, err.iss) == (reason, ISS)
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_x4_missing_time_claim_names_the_issuer(verifier, claim):
+    err = rejected(verifier, bearer(token(**{claim: ...})))
+    assert (err.reason, err.iss) == (f"missing {claim}", ISS)
+
+
+def test_x4_wrong_aud_names_the_issuer(verifier):
+    err = rejected(verifier, bearer(token(aud="https://elsewhere.example/cds-services/x")))
+    assert (err.reason, err.iss) == ("wrong aud", ISS)
+
+
+def test_x4_aud_compared_whole_except_a_trailing_slash(verifier):
+    called = "https://cds.example.org/cds-services/serviceX"
+    assert verifier.verify(bearer(token(aud=called)), called)["aud"] == called
+    assert verifier.verify(bearer(token(aud=called + "/")), called)["aud"] == called + "/"
+    assert rejected(verifier, bearer(token(aud="https://cds.example.org/cds-services/service")), called).reason \
+        == "wrong aud"
+
+
+def test_x7_replay_entry_expiring_now_is_already_forgotten():
+    clock = FakeClock()
+    store = InMemoryReplayStore(clock=clock)
+    assert store.seen("iss", "a", NOW) is False
+    assert store.seen("iss", "a", NOW) is False  # its expiry is now: purged before the lookup
+    assert store.seen("iss", "b", NOW + 1) is False and store.seen("iss", "b", NOW + 1) is True
 
 
 def test_x7_jti_at_its_length_limit_accepted(verifier):
