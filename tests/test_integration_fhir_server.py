@@ -69,7 +69,9 @@ def test_bearer_token_is_required_and_forwarded(fhir_server_factory, tmp_path):
 def test_unknown_patient_is_412(fresh_fhir_server, tmp_path):
     response = make_client(tmp_path).post(SERVICE, json=hook_call("nobody", fresh_fhir_server.base_url))
     assert response.status_code == 412
-    assert response.get_json()["resourceType"] == "OperationOutcome"
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "'patient'" in outcome["issue"][0]["diagnostics"] and "404" in outcome["issue"][0]["diagnostics"]
 
 
 @pytest.mark.shared_data

@@ -67,6 +67,18 @@ def test_every_documented_setting_is_read_by_the_code():
     assert set(settings_table()) - read == set(), "settings README.md documents but the code never reads"
 
 
+def test_every_documented_command_line_option_exists():
+    """Each `--option` README.md or docs/ shows is accepted by one of the project's command-line parsers."""
+    docs = README + "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+    documented = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*[a-z])", docs))
+    sources = [*(ROOT / "cds_hooks").rglob("*.py"), *(ROOT / "tools").glob("*.py"),
+               *(ROOT / "benchmarks").glob("*.py")]
+    accepted = set(re.findall(r"add_argument\(\s*[\"'](--[a-z-]+)[\"']",
+                              "".join(p.read_text(encoding="utf-8") for p in sources)))
+    assert {"--no-validate", "--lab-lookback-days", "--as-of"} <= documented
+    assert documented - accepted == set(), "options the documentation shows but no parser accepts"
+
+
 @pytest.mark.parametrize(("variable", "attribute", "value", "readme"), [
     ("CRAMP_PORT", "port", 8080, "`8080`"),
     ("CRAMP_HOST", "host", "127.0.0.1", "`127.0.0.1`"),
