@@ -187,7 +187,13 @@ def test_manifest_maps_output_urls_to_local_files_and_follows_continues_in_file(
             "Observation.000.ndjson", "7.Observation.ndjson"])
         result = run_review([str(arg)], RunConfig(as_of=NOW))
         assert findings(result) == EXPECTED and result.bad_records == []
-    assert any("log.ndjson" in w and "not listed" in w for w in result.warnings)
+    # the export's log is named as what it is, not as an unlisted data file
+    assert [(Path(f.file).name, f.kind) for f in result.non_fhir_files] == [
+        ("log.ndjson", "Bulk Data export log (not FHIR resources)")]
+    (folder / "extra.ndjson").write_text('{"resourceType": "Patient", "id": "x"}\n')
+    result = run_review([str(folder)], RunConfig(as_of=NOW))
+    assert any(w.endswith("not listed in manifest.json, not read: Encounter.000.ndjson, extra.ndjson")
+               for w in result.warnings)
 
 
 def test_manifest_missing_files_are_bad_records_and_its_errors_are_export_errors(tmp_path):
@@ -204,6 +210,7 @@ def test_manifest_missing_files_are_bad_records_and_its_errors_are_export_errors
     assert not any("errors.ndjson" in m for m in messages)
     assert [(Path(b.file).name, b.line, b.error) for b in result.export_errors] == [
         ("errors.ndjson", 1, "server reported: error: Observation/77 could not be exported")]
+    assert not any("errors.ndjson" in w for w in result.warnings)   # read as the errors, not "not listed"
     assert findings(result)["Patient/p3"] == ["leg-cramps-documented"]
 
 

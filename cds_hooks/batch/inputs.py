@@ -8,7 +8,8 @@ Accepted inputs (any mix, several at once):
   (also `continuesInFile` targets); its `error[]` files (OperationOutcome ndjson) become the report's
   export errors (what the server says it could not export), not bad records;
 * a folder: its `*.json`, `*.ndjson`, `*.ndjson.gz` files, recursively; a folder holding a Bulk
-  `manifest.json` reads the ndjson files the manifest lists (others, like `log.ndjson`, are named in a warning);
+  `manifest.json` reads the ndjson files the manifest lists (its error files as export errors; other ndjson
+  files are named in a warning, a log as a non-FHIR file);
 * an `http(s)://` FHIR base URL (see :mod:`cds_hooks.batch.fhir_source`).
 
 Bulk exports also carry files that are not FHIR: a client's `log.ndjson` (export events: `eventId`, no
@@ -81,12 +82,16 @@ class Inputs:
     bad_records: list[BadRecord] = field(default_factory=list)
     export_errors: list[BadRecord] = field(default_factory=list)   # the manifest's error OperationOutcomes
     non_fhir: list[NonFhirFile] = field(default_factory=list)
+    error_files: set[Path] = field(default_factory=set)            # a manifest's error files (resolved paths)
     warnings: list[str] = field(default_factory=list)
+
+    def add_non_fhir(self, label: str, kind: str) -> None:
+        if label not in {f.file for f in self.non_fhir}:
+            self.non_fhir.append(NonFhirFile(label, kind))
 
     def add_ndjson(self, item: NdjsonFile) -> None:
         if item.type_hint is None and (kind := non_fhir_kind(item.path)):
-            if item.label not in {f.file for f in self.non_fhir}:
-                self.non_fhir.append(NonFhirFile(item.label, kind))
+            self.add_non_fhir(item.label, kind)
             return
         resolved = item.path.resolve()
         if all(f.path.resolve() != resolved for f in self.ndjson):
@@ -183,7 +188,11 @@ def _discover_folder(folder: Path, found: Inputs) -> None:
             continue
         elif is_ndjson(path):
             if has_manifest:
-                if path.resolve() not in listed:
+                if path.resolve() in listed or path.resolve() in found.error_files:
+                    continue
+                if kind := non_fhir_kind(path):
+                    found.add_non_fhir(str(path), kind)
+                else:
                     unlisted.append(path.name)
             else:
                 found.add_ndjson(NdjsonFile(path, type_from_name(path.name), str(path)))
@@ -233,6 +242,7 @@ def read_manifest(manifest: Path, found: Inputs) -> None:
     for item in data.get("error") or ():
         local = _local_file(manifest, item.get("url") if isinstance(item, dict) else None)
         if local is not None and local.is_file():
+            found.error_files.add(local.resolve())
             found.export_errors.extend(export_errors(local, str(local)))
         else:
             found.export_errors.append(BadRecord(str(manifest), None, "the server reported export errors in a "
