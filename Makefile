@@ -31,7 +31,8 @@ MUTANTS ?=
 MUTATE_JOBS ?= 2
 mutate: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,mutate]'
-	nice -n 19 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS) > mutants.log 2>&1 || { tail -40 mutants.log; exit 1; }
+	nice -n 19 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(foreach m,$(MUTANTS),'$(m)') > mutants.log 2>&1 \
+	  || { tail -40 mutants.log; exit 1; }
 	survivors="$$($(BIN)/python tools/mutation_score.py --survivor-names $(subst *,,$(MUTANTS)))"; \
 	if [ -n "$$survivors" ]; then nice -n 19 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $$survivors \
 	  >> mutants.log 2>&1 || { tail -40 mutants.log; exit 1; }; fi
