@@ -74,6 +74,7 @@ def test_the_worklist_opens_ranked_with_its_denominators_and_names_nobody_by_def
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Daniel Okafor" not in body and "SAMPLE-CKD" not in body and "1955-11-02" not in body
     assert "run with --identifiers" in body
+    assert browser.find_elements(By.CSS_SELECTOR, '[data-testid="phi-notice"]') == []
     link = by_testid(rows(browser)[3], "patient-link")
     assert link.get_attribute("href") == "https://ehr.example.org/patient/sample-ckd"
 
@@ -155,6 +156,7 @@ def test_opening_a_patient_shows_what_the_live_card_says(browser, reports):
 
 def test_identifiers_are_shown_when_asked(browser, reports):
     open_report(browser, reports["named"])
+    assert by_testid(browser, "phi-notice").text.startswith("This page shows patient identifiers")
     ckd = rows(browser)[3]
     assert by_testid(ckd, "patient-name").text == "Daniel Okafor"
     assert by_testid(ckd, "patient-identity").text == "MRN SAMPLE-CKD · born 1955-11-02 (70 y) · male"

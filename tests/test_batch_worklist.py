@@ -77,6 +77,7 @@ def test_identity_is_read_from_the_patient_but_shown_only_with_identifiers(capsy
     for fmt in ("json", "csv", "html"):
         _, out, _ = run_cli(capsys, "--quiet", "--format", fmt)
         assert not any(n in out for n in NAMES), fmt        # off by default
+        assert "phi-notice" not in out
     code, out, err = run_cli(capsys, "--format", "csv", "--identifiers")
     assert code == errors.OK
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -85,6 +86,8 @@ def test_identity_is_read_from_the_patient_but_shown_only_with_identifiers(capsy
         "Daniel Okafor", "SAMPLE-CKD", "1955-11-02", "70", "male")
     assert not any(n in err for n in NAMES)                 # the progress summary on stderr names nobody
     assert not any(n in caplog.text for n in NAMES)         # nor does any log record
+    named = run_cli(capsys, "--quiet", "--format", "html", "--identifiers")[1]
+    assert "Daniel Okafor" in named and 'data-testid="phi-notice"' in named
     _, out, _ = run_cli(capsys, "--quiet", "--identifiers", "--identifier-system", "http://example.org/none")
     ckd = next(p for p in json.loads(out)["patients"] if p["patient"] == "Patient/sample-ckd")
     assert ckd["identity"]["identifier"] is None and ckd["identity"]["name"] == "Daniel Okafor"
