@@ -10,6 +10,7 @@ from cds_hooks.batch.reports.html import CSS
 from cds_hooks.storage.analytics import FeedbackSummary, Tally
 
 ACCEPTED, OVERRIDDEN, SILENT = "#2e7d4f", "#c46a1b", "#c9ced6"
+EXTRA_CSS = "td:first-child{white-space:nowrap}"
 
 
 def _rate(tally: Tally, count: int) -> str:
@@ -93,7 +94,7 @@ def to_html(summary: FeedbackSummary) -> str:
     weeks = list(summary.by_week.items())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cramp-cds feedback report</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}{EXTRA_CSS}</style></head><body>
 <h1>How clinicians answered the cards</h1>
 <p class="sub">{_e(period)}. A card counts once for each contributor it listed. No patient data is shown.</p>
 <ul class="counts"><li><b>{t.issued}</b>cards issued</li><li><b>{t.accepted}</b>accepted ({_percent(t, t.accepted)})</li>
