@@ -192,3 +192,34 @@ def test_readyz_fails_while_postgresql_is_down_and_recovers_when_it_is_back(tmp_
         assert client.get("/readyz").status_code == 200
     finally:
         server.remove()
+
+
+# --- settings -------------------------------------------------------------------------------------------------
+
+OPS_SETTINGS = ("CRAMP_LOG_FORMAT", "CRAMP_METRICS", "CRAMP_METRICS_TOKEN", "CRAMP_ADMIN", "CRAMP_ADMIN_TOKEN",
+                "CRAMP_DATABASE")
+
+
+def test_ops_settings_are_documented_where_operators_look():
+    import cds_hooks.settings as module
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    guide = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
+    for name in OPS_SETTINGS:
+        assert f"`{name}`" in module.__doc__ and f"`{name}" in readme and name in guide, name
+
+
+@pytest.mark.parametrize(("name", "value"), [("CRAMP_LOG_FORMAT", "xml"), ("CRAMP_METRICS", "maybe"),
+                                             ("CRAMP_METRICS_TOKEN", "short"), ("CRAMP_ADMIN", "yes"),
+                                             ("CRAMP_ADMIN_TOKEN", "short")])
+def test_a_bad_ops_setting_is_a_startup_error_naming_it(tmp_path, name, value):
+    from cds_hooks.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=name):
+        make_settings(tmp_path, {name: value})
+
+
+def test_log_format_defaults_text_locally_json_in_production(tmp_path):
+    assert make_settings(tmp_path).log_format == "text"
+    assert make_settings(tmp_path, {"CRAMP_PROFILE": "production", "CRAMP_AUTH": "off"}).log_format == "json"
