@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from cds_hooks.service.validation import FeedbackEntry
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
-from cds_hooks.storage.database import Database
+from cds_hooks.storage.database import HEAD_REVISION, Database
 from cds_hooks.storage.feedback import FeedbackStore
 from cds_hooks.storage.replay import DatabaseReplayStore, token_key
 from cds_hooks.storage.schema import metadata
@@ -43,7 +43,7 @@ def override(card: str, reason: str = "already-addressed") -> FeedbackEntry:
 # --- migrations -----------------------------------------------------------------------------------------------
 
 def test_migrations_build_exactly_the_schema_the_code_uses_and_are_idempotent(database):
-    assert database.revision() == database.head_revision()
+    assert database.revision() == database.head_revision() == HEAD_REVISION
     database.migrate()  # a second worker starting: nothing to do, no error
     with database.engine.connect() as conn:
         diffs = compare_metadata(MigrationContext.configure(conn), metadata)

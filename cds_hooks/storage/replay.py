@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cds_hooks.storage.database import Database
 from cds_hooks.storage.schema import replay_jti
@@ -30,7 +29,10 @@ class DatabaseReplayStore:
         self.database = database
         self._clock = clock
         self._calls = 0
-        insert = postgresql.insert if database.dialect == "postgresql" else sqlite.insert
+        if database.dialect == "postgresql":  # each dialect's INSERT … ON CONFLICT, imported only when used
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
         self._insert = insert
 
     def seen(self, iss: str, jti: str, exp: float) -> bool:
