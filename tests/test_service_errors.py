@@ -215,7 +215,7 @@ def test_x8_preflight_answered_204_with_cors_headers(client, path):
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     assert response.headers["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
-    assert response.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type"
+    assert response.headers["Access-Control-Allow-Headers"] == "Authorization, Content-Type, X-Request-ID"
 
 
 def test_x8_cors_headers_on_real_and_error_responses(client):

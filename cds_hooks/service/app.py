@@ -44,7 +44,7 @@ from cds_hooks.storage.replay import DatabaseReplayStore
 log = logging.getLogger("cramp_cds.app")
 
 CORS_METHODS = "GET, POST, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type"
+CORS_HEADERS = "Authorization, Content-Type, X-Request-ID"  # a browser EHR may send its own request id
 CORS_EXPOSE = "X-Request-ID"
 AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose this server to a network"
 # Answered without authentication: they hold no patient or service data (health, and the API's own description).
