@@ -79,6 +79,10 @@ ALSO = [
      r"mononeuro|optic|autonomic|amyotroph|mononeuritis"),
     ("peripheral-artery-disease", r"peripheral angiopathy|peripheral (arterial|vascular|circulatory)", r"^$"),
 ]
+# Liver-disease sets: cirrhosis and chronic liver disease only (not acute hepatitis, not cystic fibrosis).
+LIVER = ConditionSet("cirrhosis", keep=r"cirrho|fibrosis|chronic liver|alcoholic liver|portal hypertension|"
+                                       r"end.stage liver|chronic hepatic failure|hepatorenal|esophageal varices",
+                     drop=r"cystic fibrosis|acute|pulmonary")
 CKD_ESRD = r"(?<!pre-)end.stage|stage 5|\bESRD\b|dialysis|kidney failure|renal failure|anephric"
 VSAC_CONDITIONS = {  # by OID, wherever the expansion is published
     "2.16.840.1.113883.3.464.1003.103.12.1001": ConditionSet("diabetes", drop=r"gestation|prediabet|pre-diabet"),
@@ -91,14 +95,8 @@ VSAC_CONDITIONS = {  # by OID, wherever the expansion is published
     "2.16.840.1.113883.3.526.3.353": ConditionSet(ESRD),
     "2.16.840.1.113883.3.526.3.1002": ConditionSet(ESRD),
     "2.16.840.1.113883.3.464.1003.109.12.1017": ConditionSet("chronic-kidney-disease", esrd=CKD_ESRD),
-    "2.16.840.1.113883.3.464.1003.199.12.1035": ConditionSet(
-        "cirrhosis", keep=r"cirrho|fibrosis|chronic liver|alcoholic liver|portal hypertension|"
-                          r"end.stage liver|hepatic failure|hepatorenal|esophageal varices",
-        drop=r"cystic fibrosis|acute|pulmonary"),
-    "2.16.840.1.113762.1.4.1047.42": ConditionSet(
-        "cirrhosis", keep=r"cirrho|fibrosis|chronic liver|alcoholic liver|portal hypertension|end.stage liver|"
-                          r"chronic hepatic failure|hepatorenal",
-        drop=r"cystic fibrosis|acute|pulmonary"),
+    "2.16.840.1.113883.3.464.1003.199.12.1035": LIVER,   # Chronic Liver Disease
+    "2.16.840.1.113762.1.4.1047.42": LIVER,              # Liver Disease
     "2.16.840.1.113883.3.526.3.378": ConditionSet("pregnancy", drop=_NOT_CURRENT + r"|postpartum|puerper|"
                                                   r"pregnancy loss|pregnancy test|not pregnant|" + _ENDED),
 }

@@ -5,7 +5,6 @@ Match indexes are precomputed here so that matching a coding is a dictionary loo
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from plugin.knowledge.terminology import (
     Indexes,
     SiteCode,
     pack_provenance,
+    read_json,
     read_pack,
     read_site_files,
 )
@@ -142,12 +142,7 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
     """Load and validate a knowledge file (the built-in one by default), the terminology pack (`pack=None`:
     none) and any site code maps (FHIR ValueSet/ConceptMap files naming contributor ids)."""
     path = Path(path) if path else DEFAULT_PATH
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise KnowledgeError(f"{path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise KnowledgeError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    raw = read_json(path)
     if not isinstance(raw, dict) or raw.get("schema") != 1:
         raise _fail(path, "top level", "expected an object with \"schema\": 1")
     sources = raw.get("sources")

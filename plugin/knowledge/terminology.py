@@ -88,7 +88,8 @@ def index_path(pack: Path) -> Path:
     return pack.with_suffix(".index.json")
 
 
-def _read_json(path: Path) -> object:
+def read_json(path: Path) -> object:
+    """A knowledge JSON file, or a KnowledgeError naming the file and what is wrong."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -101,7 +102,7 @@ def read_pack(pack: Path, known: dict[str, str]) -> Indexes:
     """The pack's indexes, from its runtime index (codes grouped by their contributor ids, so that start-up
     reads a few lists instead of every code's provenance). `known`: contributor id -> category."""
     path = index_path(pack)
-    raw = _read_json(path)
+    raw = read_json(path)
     if not isinstance(raw, dict) or raw.get("schema") != 1 or not isinstance(raw.get("index"), dict):
         raise KnowledgeError(f"{path}: top level: expected an object with \"schema\": 1 and \"index\"")
     fallback = raw.get("fallback_ids") or {}
@@ -131,7 +132,7 @@ def pack_provenance(pack: str | None) -> dict:
     (`cramp-cds knowledge`, tests), never at start-up."""
     if not pack:
         return {}
-    raw = _read_json(Path(pack))
+    raw = read_json(Path(pack))
     if not isinstance(raw, dict) or raw.get("schema") != 1 or not isinstance(raw.get("codes"), dict):
         raise KnowledgeError(f"{pack}: top level: expected an object with \"schema\": 1 and \"codes\"")
     return raw
@@ -164,12 +165,7 @@ def read_site_files(paths: list[Path], known: dict[str, str]) -> tuple[list[Site
 
 
 def _site_codes(path: Path, known: dict[str, str]) -> list[SiteCode]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise KnowledgeError(f"{path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise KnowledgeError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    raw = read_json(path)
     resources = [raw]
     if isinstance(raw, dict) and raw.get("resourceType") == "Bundle":
         resources = [e.get("resource") for e in raw.get("entry") or [] if isinstance(e, dict)]
