@@ -6,6 +6,8 @@ the exact wording of a summary.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from plugin import build_card, review
@@ -131,3 +133,36 @@ def test_every_contributor_line_shows_its_evidence_grade_and_sources():
     body = synthetic("statin-like", n=2)
     assert body["detail"].count("*Evidence: weak (E2).*") == 2
     assert body["summary"].count("statin-like") == 2
+
+
+def test_override_reasons_are_the_readme_table():
+    """README: override reasons have stable codes (system and the four codes with their displays)."""
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    system = "https://cramp-cds.org/fhir/CodeSystem/override-reason"
+    assert f"`{system}`" in readme
+    section = readme.split("| code | display |", 1)[1].split("\n\n", 1)[0]
+    table = dict(re.findall(r"^\| `([a-z-]+)` \| ([^|]+?) \| (?:yes|no)", section, re.MULTILINE))
+    body = card_for([cramps(), med_request("h", rx("310798"))]).body
+    assert {r["code"]: r["display"] for r in body["overrideReasons"]} == table
+    assert {r["system"] for r in body["overrideReasons"]} == {system} and len(table) == 4
+
+
+def test_suggestion_and_source_texts():
+    q = med_request("q1", rx("997010", "quinine sulfate 324 MG Oral Capsule"), status="draft")
+    quinine = card_for([], hook="order-select", context=order_context(q, hook="order-select")).body
+    (remove,) = quinine["suggestions"]
+    assert remove["label"] == "Remove the quinine draft order"
+    assert quinine["source"]["topic"]["code"] == "quinine-warning"
+    body = card_for([cramps(), med_request("f", rx("313988", "furosemide 40 MG Oral Tablet"))]).body
+    (labs,) = body["suggestions"]
+    assert labs["label"] == "Propose potassium, magnesium, calcium and creatinine tests"
+    assert [a["description"] for a in labs["actions"]] == [
+        "Propose a potassium test", "Propose a magnesium test", "Propose a calcium test", "Propose a creatinine test"]
+    assert body["source"]["label"] == "Leg-cramp medication review (cramp-cds)"
+    assert body["source"]["topic"] == {"system": "https://cramp-cds.org/fhir/CodeSystem/card-topic",
+                                       "code": "leg-cramp-contributors",
+                                       "display": "Possible contributors to leg cramps"}
+    assert body["source"]["url"].startswith("https://")
+    assert body["extension"]["org.cramp-cds.review"]["knowledgeVersion"]
