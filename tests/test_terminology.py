@@ -3,7 +3,9 @@ no code in the wrong class, the gaps said; condition value sets beyond the clini
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from plugin.knowledge import KnowledgeError, default_knowledge, load_knowledge
 from plugin.knowledge.terminology import PACK_PATH, index_path
 from tests.builders import concept, icd, rx, sct
 from tools.build_terminology import INGREDIENTS, KINDS, medication_contributors, product_kinds, runtime_index
+from tools.build_terminology import main as build_main
 
 PACK = json.loads(PACK_PATH.read_text(encoding="utf-8"))
 K = default_knowledge()
@@ -212,3 +215,16 @@ def test_a_broken_pack_index_is_a_start_up_error_naming_the_file_and_the_entry(t
     index_path(pack).write_text(json.dumps(index), encoding="utf-8")
     with pytest.raises(KnowledgeError, match=r"index\.snomed\['loop-diuretic'\]: snomed codes cannot name"):
         load_knowledge(pack=pack)
+
+
+MIRRORS = Path(os.environ.get("CRAMP_TERMINOLOGY_MIRRORS", "/work/.mirror"))
+
+
+@pytest.mark.skipif(not (MIRRORS / "ssmithm+rxnorm-drug-lists").is_dir(),
+                    reason=f"the public code lists' git snapshots are not at {MIRRORS} (CRAMP_TERMINOLOGY_MIRRORS)")
+def test_the_pack_rebuilds_identically_from_the_snapshots_it_names(tmp_path):
+    pytest.importorskip("sas7bdat", reason="the builder's extra reader: pip install -e '.[tools]'")
+    out = tmp_path / "terminology.json"
+    assert build_main(["--mirrors", str(MIRRORS), "--out", str(out)]) == 0
+    assert out.read_bytes() == PACK_PATH.read_bytes()
+    assert index_path(out).read_bytes() == index_path(PACK_PATH).read_bytes()
