@@ -739,6 +739,16 @@ def test_regression_bundle_link_that_is_not_an_array(client, link):
     assert post(client, "patient-view", hook_request(prefetch=prefetch)).status_code == 200
 
 
+def test_regression_next_link_that_urllib_cannot_parse(client):
+    """cds_hooks/fhir/client.py _follow: urljoin of a next link "http://[" raised ValueError (500); now a 412."""
+    prefetch = full_prefetch()
+    prefetch["medications"] = _bundle_with_link("http://[")
+    body = hook_request("patient-view", prefetch=prefetch, fhir_server=FHIR_MOCK)
+    response = post(client, "patient-view", body)
+    assert response.status_code == 412, response.get_data(as_text=True)
+    assert "next link is not a valid URL" in response.get_data(as_text=True)
+
+
 def test_regression_fhir_failures_name_no_python_exception(client, fhir):
     """cds_hooks/fhir/client.py FhirClient._get: the 412 said "(InvalidURL)" / "(ChunkedEncodingError)"."""
     fhir.first = (200, requests.exceptions.ChunkedEncodingError())

@@ -91,7 +91,10 @@ class FhirClient:
         pages: list[dict] = []
         seen: set[str] = set()
         while (url := next_link(page)) is not None:
-            absolute = urljoin(self.base_url, url)
+            try:
+                absolute = urljoin(self.base_url, url)
+            except ValueError:  # urllib refuses some malformed URLs (an unclosed IPv6 bracket)
+                raise FetchFailure("a next link is not a valid URL") from None
             if not self.is_own_url(absolute):
                 raise FetchFailure("a next link leaves the FHIR server (outside fhirServer); it was not followed")
             if absolute in seen:
