@@ -185,3 +185,59 @@ def test_more_than_three_reasons_are_summed_up():
 def test_cramps_documented_finding_is_a_trigger_not_a_contributor():
     rv = review([patient(), cramps()], now=NOW)
     assert rv.documented_cramps and rv.contributors == []
+
+
+# --------------------------------------------------------------------------- what a finding says
+
+
+def test_dispense_reason_and_date():
+    f = found(dispense("d", "2026-09-15T10:00:00Z"))["thiazide-diuretic"]
+    assert "dispensed since 2026-09-15" in f.reason and f.date == "2026-09-15"
+
+
+def test_finding_date_is_the_latest_start_and_status_is_named():
+    f = found(med_request("a", rx("310798", "hctz A"), authored="2025-12-01"),
+              med_request("b", rx("310798", "hctz B"), status="on-hold", authored="2026-02-02"))["thiazide-diuretic"]
+    assert f.date == "2026-02-02"
+    assert "hctz A, active since 2025-12-01" in f.reason and "hctz B, on-hold since 2026-02-02" in f.reason
+
+
+def test_medication_without_a_start_has_no_date():
+    m = med_request("m", rx("310798", "hctz"))
+    m.pop("authoredOn")
+    f = found(m)["thiazide-diuretic"]
+    assert f.date is None and f.reason == "hctz, active"
+
+
+def test_ordered_and_on_record_are_two_findings_the_ordered_first():
+    draft = med_request("d1", rx("310798", "hctz draft"), status="draft")
+    ctx = {"patientId": "p1", "selections": ["MedicationRequest/d1"],
+           "draftOrders": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}}
+    rv = review([patient(), med_request("m", rx("310798", "hctz active"))], now=NOW, hook="order-select",
+                context=ctx)
+    assert [(f.contributor, f.ordered, f.reason) for f in rv.findings] == [
+        ("thiazide-diuretic", True, "hctz draft"),
+        ("thiazide-diuretic", False, "hctz active, active since 2026-01-10 (started within 12 months)")]
+
+
+def test_deceased_patient_is_not_reviewed_and_says_so():
+    rv = review([patient(deceasedDateTime="2026-05-06T10:00:00Z"), med_request("m", rx("310798"))], now=NOW)
+    assert rv.deceased and rv.findings == []
+    assert "Patient/p1 is deceased (2026-05-06): not reviewed" in rv.warnings
+
+
+def test_flagged_low_without_a_number_counts():
+    obs = lab("k", "2823-3", 4.0, "mmol/L")
+    obs.pop("valueQuantity")
+    obs["interpretation"] = [concept("http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "L")]
+    f = found(obs)["low-potassium"]
+    assert "flagged low by the laboratory" in f.reason and f.date == "2026-10-01"
+    obs.pop("interpretation")
+    assert found(obs) == {}
+
+
+def test_any_recent_lab_closes_the_monitoring_gap_not_only_a_low_one():
+    meds = [patient(), med_request("m", rx("310798"))]
+    assert review(meds, now=NOW).monitoring_gap is True
+    assert review([*meds, lab("ca", "17861-6", 9.4, "mg/dL")], now=NOW).monitoring_gap is False
+    assert review([patient(), lab("ca", "17861-6", 9.4, "mg/dL")], now=NOW).monitoring_gap is False  # no diuretic
