@@ -166,3 +166,20 @@ def test_suggestion_and_source_texts():
                                        "display": "Possible contributors to leg cramps"}
     assert body["source"]["url"].startswith("https://")
     assert body["extension"]["org.cramp-cds.review"]["knowledgeVersion"]
+
+
+def test_markdown_escaping_of_record_text():
+    from plugin.cards import md
+
+    assert md("a  b\n\t c") == "a b c"
+    assert md(r"\`*_{}[]<>|~") == r"\\\`\*\_\{\}\[\]\<\>\|\~"
+    assert md("plain text, 3.5 mmol/L (low) - ok") == "plain text, 3.5 mmol/L (low) - ok"
+
+
+def test_fhir_references_are_code_and_other_references_escaped():
+    card = card_for([cramps(), med_request("h-1.a", rx("310798", "hctz"))])
+    assert "`MedicationRequest/h-1.a`" in card.body["detail"]
+    odd = Finding(contributor="statin", category="medication", label="Statin", grade="weak", sources=("E2",),
+                  reason="simvastatin", references=("urn:uuid:a_b",))
+    body = build_card(Review(patient="Patient/p1", findings=[odd]), hook="patient-view", trigger="any").body
+    assert "(urn:uuid:a\\_b)" in body["detail"] and "`urn" not in body["detail"]
