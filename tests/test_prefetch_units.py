@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import responses
 
 from cds_hooks.service.prefetch import (
     Slot,
@@ -16,6 +17,16 @@ from cds_hooks.service.prefetch import (
     fhir_problem,
     resolve_template,
 )
+from tests.service_fixtures.support import (
+    FHIR,
+    TOKEN,
+    full_prefetch,
+    hook_request,
+    make_client,
+    med_request,
+    post_hook,
+)
+from tests.service_fixtures.support import cramps as service_cramps
 
 NOW = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
 CTX = {"patientId": "p 1/x", "userId": "Practitioner/doc-1", "encounterId": 42, "flag": True, "empty": ""}
@@ -123,3 +134,32 @@ def test_resources_are_counted_per_entry():
     assert count_resources({"resourceType": "Bundle", "entry": [_entry(MED)] * 3}) == 3
     assert count_resources({"resourceType": "Bundle"}) == 0
     assert count_resources(MED) == 1
+
+
+def test_every_referenced_medication_read_is_kept_and_non_medications_dropped(tmp_path, caplog):
+    """Two orders name two Medications prefetch lacks: both are read and both count; a read answering with
+    something else than a Medication is not taken for one."""
+    def by_reference(mid: str, medication_id: str) -> dict:
+        order = med_request(mid, ("0", "x"))
+        del order["medicationCodeableConcept"]
+        order["medicationReference"] = {"reference": f"Medication/{medication_id}"}
+        return order
+
+    rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    meds = {"hctz": "310798", "furo": "313988"}
+    prefetch = full_prefetch(meds=[by_reference("m1", "hctz"), by_reference("m2", "furo"),
+                                   by_reference("m3", "odd")], conditions=[service_cramps()])
+    with responses.RequestsMock() as rsps:
+        for mid, code in meds.items():
+            rsps.add(responses.GET, f"{FHIR}/Medication/{mid}",
+                     json={"resourceType": "Medication", "id": mid, "code": {"coding": [{"system": rxnorm,
+                                                                                         "code": code}]}})
+        rsps.add(responses.GET, f"{FHIR}/Medication/odd", json={"resourceType": "Basic", "id": "odd",
+                                                                "code": {"text": "quinine"}})
+        response = post_hook(make_client(tmp_path), hook_request(prefetch=prefetch, fhir_server=FHIR, token=TOKEN))
+        assert len(rsps.calls) == 3
+    assert response.status_code == 200
+    (card,) = response.get_json()["cards"]
+    assert card["indicator"] == "info"
+    assert set(card["extension"]["org.cramp-cds.review"]["contributors"]) == {"thiazide-diuretic", "loop-diuretic"}
+    assert "prefetch completed from fhirServer for keys: medication-references" in caplog.text
