@@ -89,7 +89,7 @@ metrics_bp = Blueprint("metrics", __name__)
 readiness_bp = Blueprint("readiness", __name__)
 
 
-@metrics_bp.get("/metrics")
+@metrics_bp.get("/metrics", endpoint="metrics")
 def metrics_endpoint() -> Response:
     """Prometheus text format; with ``CRAMP_METRICS_TOKEN`` set, only for ``Authorization: Bearer <token>``."""
     expected = current_app.extensions["cramp_cds"].settings.metrics_token
