@@ -13,6 +13,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from prometheus_client.parser import text_string_to_metric_families
 
 from cds_hooks.settings import OVERRIDE_REASON_SYSTEM
 from cds_hooks.storage.database import Database
@@ -80,6 +81,28 @@ def test_x7_a_jwt_replayed_to_the_other_worker_or_after_a_restart_is_refused(tmp
         replay = requests.get(url, headers={"Authorization": f"Bearer {fresh}"}, timeout=10)
         assert replay.status_code == 401
         assert token not in server.log() and fresh not in server.log(), "tokens never reach the log"
+
+
+def test_metrics_are_summed_over_the_workers_and_every_log_line_is_json(tmp_path):
+    env = server_env(tmp_path, f"sqlite:///{tmp_path / 'store.db'}", CRAMP_LOG_FORMAT="json", CRAMP_METRICS="on")
+    with Gunicorn(env, tmp_path / "gunicorn.log") as server:
+        url = server.base + "/cds-services"
+        sent = 0
+        for _ in range(5):
+            sent += len(burst(url, 16))
+            if len({line["pid"] for line in access_lines(server, "discovery")}) == 2:
+                break
+        else:
+            pytest.fail("the bursts never reached both workers")
+        for _ in range(4):  # whichever worker answers /metrics, it reports both workers' counts
+            found = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in
+                     text_string_to_metric_families(requests.get(server.base + "/metrics", timeout=10).text)
+                     for s in family.samples}
+            key = ("cramp_http_requests_total", (("endpoint", "discovery"), ("service", ""), ("status", "200")))
+            assert found[key] == sent
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    assert all(isinstance(json.loads(line), dict) for line in lines), "gunicorn's own lines are JSON too"
+    assert {json.loads(line)["logger"] for line in lines} >= {"cramp_cds.access", "gunicorn.error"}
 
 
 def test_f2_f3_feedback_through_two_workers_is_stored_once_and_suppresses_on_both(tmp_path, database_url):

@@ -1,8 +1,10 @@
 """gunicorn server hooks: metrics that are multi-worker safe (prometheus_client multiprocess mode) and gunicorn's
 own log lines in the service's format (``CRAMP_LOG_FORMAT``), so that a JSON log is JSON on every line.
 
-The production config takes these hooks (``logger_class``, ``on_starting``, ``child_exit``, ``on_exit``); this
-module is a valid gunicorn config by itself too. ``on_starting`` runs in the
+Any production gunicorn config must take these hooks (``logger_class``, ``on_starting``, ``child_exit``,
+``on_exit``): ``from cds_hooks.observability.gunicorn_hooks import child_exit, logger_class, on_exit, on_starting``.
+This module is a gunicorn config by itself too (``-c python:cds_hooks.observability.gunicorn_hooks``), binding
+``CRAMP_HOST``:``CRAMP_PORT`` with ``WEB_CONCURRENCY`` workers (2); command-line options override it. ``on_starting`` runs in the
 master before any worker exists: it points ``PROMETHEUS_MULTIPROC_DIR`` at an empty folder (the operator's,
 emptied, or a new temporary one), which every worker inherits, so each worker's values go to files there and
 ``/metrics`` sums them. ``child_exit`` tells prometheus_client a worker is gone (its live gauges are dropped;
@@ -18,6 +20,9 @@ from pathlib import Path
 from gunicorn import glogging
 
 from cds_hooks.observability import logs
+
+bind = f"{os.environ.get('CRAMP_HOST', '127.0.0.1')}:{os.environ.get('CRAMP_PORT', '8080')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
 # Not imported from .metrics: prometheus_client must not be imported in the master before the variable is set
 # (it chooses single- or multi-process values once, at import, and the workers inherit that choice).

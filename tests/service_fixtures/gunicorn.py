@@ -20,7 +20,8 @@ APP = "cds_hooks.app:create_app()"
 
 def production_command(port: int, workers: int = 2) -> list[str]:
     """The README's production command, on a test port."""
-    return [str(BIN / "gunicorn"), "-w", str(workers), "-b", f"127.0.0.1:{port}", APP]
+    return [str(BIN / "gunicorn"), "-c", "python:cds_hooks.observability.gunicorn_hooks", "-w", str(workers),
+            "-b", f"127.0.0.1:{port}", APP]
 
 
 class Gunicorn:
