@@ -5,7 +5,7 @@ it). Killed = the tests failed (a mutant that made them hang until the timeout c
 noticed). Survivors that ``mutation-equivalents.toml`` lists as equivalent (no behaviour change) are left out
 of the score; every other survivor is printed with the line it changed, so it can be killed or argued away.
 
-    .venv/bin/python tools/mutation_score.py [--root .] [--survivor-names] [MODULE_PREFIX ...]
+    .venv/bin/python tools/mutation_score.py [--root .] [--survivor-names | --markdown] [MODULE_PREFIX ...]
 """
 from __future__ import annotations
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--survivor-names", action="store_true",
                         help="print only the names of the surviving mutants (to retry them with `mutmut run`)")
+    parser.add_argument("--markdown", action="store_true", help="print the per-module table as Markdown (for docs)")
     args = parser.parse_args(argv)
     equivalents = load_equivalents(args.root / "mutation-equivalents.toml")
     counts, survivors = collect(args.root, args.prefixes)
@@ -127,6 +128,16 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalent = Counter(s.module for s in survivors if is_equivalent(s, equivalents))
     live = [s for s in survivors if not is_equivalent(s, equivalents)]
+    if args.markdown:
+        print("| module | mutants | killed | survived | equivalent | not run | score |\n|---|---:|---:|---:|---:|---:|---:|")
+        for module, tally in sorted(counts.items()):
+            detected = sum(tally[k] for k in DETECTED)
+            unrun = tally["not checked"] + tally["skipped"]
+            scored = sum(tally.values()) - equivalent[module] - unrun
+            score = f"{100.0 * detected / scored:.1f}%" if scored else "—"
+            print(f"| `{module}` | {sum(tally.values())} | {detected} | {scored - detected} | {equivalent[module]} "
+                  f"| {unrun} | {score} |")
+        return 0
     print(f"{'module':40} {'mutants':>7} {'killed':>7} {'surv.':>6} {'equiv.':>6} {'unrun':>6} {'score':>7}")
     total = Counter()
     below = []
