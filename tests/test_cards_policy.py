@@ -183,3 +183,11 @@ def test_fhir_references_are_code_and_other_references_escaped():
                   reason="simvastatin", references=("urn:uuid:a_b",))
     body = build_card(Review(patient="Patient/p1", findings=[odd]), hook="patient-view", trigger="any").body
     assert "(urn:uuid:a\\_b)" in body["detail"] and "`urn" not in body["detail"]
+
+
+def test_lab_suggestion_for_a_review_without_a_patient_reference():
+    thiazide = Finding(contributor="thiazide-diuretic", category="medication", label="Thiazide", grade="moderate",
+                       sources=("E2",), reason="hctz, active", references=("MedicationRequest/m1",))
+    rv = Review(patient=None, findings=[thiazide], monitoring_gap=True)
+    (labs,) = build_card(rv, hook="patient-view", trigger="any").body["suggestions"]
+    assert {a["resource"]["subject"]["reference"] for a in labs["actions"]} == {"Patient/unknown"}

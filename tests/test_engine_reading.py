@@ -78,6 +78,7 @@ def test_medications_referenced_but_absent_are_listed_once():
     d = med_request("d", medicationReference={"reference": "#contained"})
     present = {"resourceType": "Medication", "id": "present"}
     assert missing_medication_references([bundle(a, b, c, d, present)]) == ["Medication/x"]
+    assert missing_medication_references(["junk", None, a]) == ["Medication/x"]
 
 
 def test_resources_about_another_patient_are_ignored_with_a_warning():

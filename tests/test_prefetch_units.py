@@ -147,9 +147,10 @@ def test_every_referenced_medication_read_is_kept_and_non_medications_dropped(tm
 
     rxnorm = "http://www.nlm.nih.gov/research/umls/rxnorm"
     meds = {"hctz": "310798", "furo": "313988"}
-    prefetch = full_prefetch(meds=[by_reference("m1", "hctz"), by_reference("m2", "furo"),
+    prefetch = full_prefetch(meds=[by_reference("m0", "gone"), by_reference("m1", "hctz"), by_reference("m2", "furo"),
                                    by_reference("m3", "odd")], conditions=[service_cramps()])
     with responses.RequestsMock() as rsps:
+        rsps.add(responses.GET, f"{FHIR}/Medication/gone", status=404)  # a failed read: the others go on
         for mid, code in meds.items():
             rsps.add(responses.GET, f"{FHIR}/Medication/{mid}",
                      json={"resourceType": "Medication", "id": mid, "code": {"coding": [{"system": rxnorm,
@@ -157,9 +158,18 @@ def test_every_referenced_medication_read_is_kept_and_non_medications_dropped(tm
         rsps.add(responses.GET, f"{FHIR}/Medication/odd", json={"resourceType": "Basic", "id": "odd",
                                                                 "code": {"text": "quinine"}})
         response = post_hook(make_client(tmp_path), hook_request(prefetch=prefetch, fhir_server=FHIR, token=TOKEN))
-        assert len(rsps.calls) == 3
+        assert len(rsps.calls) == 4
     assert response.status_code == 200
     (card,) = response.get_json()["cards"]
     assert card["indicator"] == "info"
     assert set(card["extension"]["org.cramp-cds.review"]["contributors"]) == {"thiazide-diuretic", "loop-diuretic"}
     assert "prefetch completed from fhirServer for keys: medication-references" in caplog.text
+
+
+def test_p7_data_that_cannot_be_had_is_412_incomplete_naming_the_key(tmp_path):
+    body = hook_request(prefetch={k: v for k, v in full_prefetch().items() if k != "conditions"})
+    response = post_hook(make_client(tmp_path), body)
+    assert response.status_code == 412
+    (issue,) = response.get_json()["issue"]
+    assert (issue["severity"], issue["code"], issue["expression"]) == ("error", "incomplete", ["prefetch.conditions"])
+    assert issue["diagnostics"].startswith("prefetch 'conditions' could not be obtained: ")
