@@ -67,7 +67,7 @@ def test_metrics_count_requests_cards_feedback_and_suppressions(tmp_path):
     assert delta("cramp_suppressed_cards_total", card="contributors") == 1
 
 
-def test_metrics_count_412s_and_fallbacks_by_prefetch_key(tmp_path):
+def test_metrics_count_412s_fallbacks_by_prefetch_key_and_fhir_request_durations(tmp_path):
     client = make_client(tmp_path)
     before = samples(client)
     missing = hook_request(prefetch=cramps_on_thiazide_prefetch())
@@ -83,6 +83,8 @@ def test_metrics_count_412s_and_fallbacks_by_prefetch_key(tmp_path):
         before, "cramp_prefetch_unavailable_total", key="medications") == 1
     assert value(after, "cramp_prefetch_fallbacks_total", key="medications") - value(
         before, "cramp_prefetch_fallbacks_total", key="medications") == 1
+    assert value(after, "cramp_fhir_request_duration_seconds_count") - value(
+        before, "cramp_fhir_request_duration_seconds_count") == 1
 
 
 def test_metrics_off_by_default_in_production_and_token_protected_when_set(tmp_path):

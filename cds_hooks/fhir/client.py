@@ -7,12 +7,27 @@ total time budget (a monotonic deadline) across every request of the call. Every
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
+
+from cds_hooks.observability import metrics
+
+
+def _timed(get):
+    """Each FHIR request's duration (headers and body, failures included) to the metrics."""
+    @functools.wraps(get)
+    def timed(self, session, url):
+        started = time.monotonic()
+        try:
+            return get(self, session, url)
+        finally:
+            metrics.FHIR_SECONDS.observe(time.monotonic() - started)
+    return timed
 
 
 class FetchFailure(Exception):
@@ -109,6 +124,7 @@ class FhirClient:
             pages_so_far += 1
         return pages
 
+    @_timed
     def _get(self, session: requests.Session, url: str) -> dict:
         left = self.budget.check()
         timeout = (min(self.options.connect_timeout, left), min(self.options.read_timeout, left))
