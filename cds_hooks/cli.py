@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from cds_hooks import knowledge_cli
 from cds_hooks.admin import cli as feedback_cli
 from cds_hooks.batch import cli as batch_cli
+from cds_hooks.batch.spark import cli as spark_cli
 from cds_hooks.sandbox import cli as sandbox_cli
 from cds_hooks.settings import Settings, SettingsError
 from plugin.knowledge import KnowledgeError
@@ -56,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "serve": Command("run the CDS Hooks service", _serve_args, _serve),
     "review": Command(batch_cli.HELP, batch_cli.configure, batch_cli.run),
+    "spark-review": Command(spark_cli.HELP, spark_cli.configure, spark_cli.run),
     "sandbox": Command(sandbox_cli.HELP, sandbox_cli.configure, sandbox_cli.run),
     "feedback-report": Command(feedback_cli.HELP, feedback_cli.configure, feedback_cli.run),
     "knowledge": Command(knowledge_cli.HELP, knowledge_cli.configure, knowledge_cli.run),

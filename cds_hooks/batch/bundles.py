@@ -73,6 +73,11 @@ def count_resources(item: dict) -> int:
     return sum(1 for r, _ in flatten([item]) if isinstance(r, dict) and isinstance(r.get("resourceType"), str))
 
 
+def skipped_not_fhir(label: str) -> str:
+    """The run warning for a JSON document found in a folder that is not FHIR (every driver says the same)."""
+    return f"{label}: not a FHIR resource (no resourceType), skipped"
+
+
 def process_json_file(task: JsonTask, *, now: datetime, options: ReviewOptions, knowledge: Knowledge) -> JsonResult:
     result = JsonResult(task.index, task.label)
     try:
@@ -88,7 +93,7 @@ def process_json_file(task: JsonTask, *, now: datetime, options: ReviewOptions, 
         return result
     if not isinstance(data.get("resourceType"), str):
         if task.scanned:    # e.g. package.json or an earlier report in the same folder
-            result.skipped = f"{task.label}: not a FHIR resource (no resourceType), skipped"
+            result.skipped = skipped_not_fhir(task.label)
         else:
             result.bad.append(BadRecord(task.label, None, "no resourceType: not a FHIR resource"))
         return result

@@ -17,14 +17,21 @@ Bulk exports also carry files that are not FHIR: a client's `log.ndjson` (export
 
 The resource type of an ndjson file comes from the manifest's `type`, else from its name
 (`Condition.000.ndjson`, `2.Condition.ndjson`, `Observation.2.ndjson.gz` -> `Condition`/`Observation`).
+
+Discovery only uses `pathlib.Path` methods (`exists`, `is_dir`, `iterdir`, `open`, `/`, `name`, `parent`…) on
+the paths that `discover`'s `make_path` builds, so the Spark driver runs the very same rules over Hadoop
+file systems (`cds_hooks.batch.spark.hadoop_path.HadoopPath`: `s3a://`, `abfss://`, `dbfs:/`, `hdfs://`).
+Open files with `open_binary`, never the built-in `open`.
 """
 from __future__ import annotations
 
 import gzip
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import orjson
@@ -117,8 +124,7 @@ def non_fhir_kind(path: Path) -> str | None:
     if name in ("log.ndjson", "log.ndjson.gz"):
         return "Bulk Data export log (not FHIR resources)"
     try:
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rb") as fh:
+        with open_binary(path) as fh:
             first = next((line for line in fh if line.strip()), b"")
         head = orjson.loads(first) if first else None
     except (OSError, EOFError, orjson.JSONDecodeError):
@@ -137,6 +143,16 @@ def type_from_name(name: str) -> str | None:
     return next((t for t in stem.split(".") if _TYPE_TOKEN.match(t)), None)
 
 
+def open_binary(path: Path) -> BinaryIO:
+    """The file's bytes, gunzipped when its name ends in `.gz` (through `path.open`: any file system)."""
+    raw = path.open("rb")
+    if not path.name.endswith(".gz"):
+        return raw
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    unzipped.myfileobj = raw  # closed with it (as `gzip.open` does with the file it opens)
+    return unzipped
+
+
 def looks_like_manifest(path: Path) -> bool:
     if path.name.lower() == MANIFEST_NAME:
         return True
@@ -145,14 +161,16 @@ def looks_like_manifest(path: Path) -> bool:
     return b'"resourceType"' not in head and b'"output"' in head and b'"transactionTime"' in head
 
 
-def discover(args: list[str]) -> Inputs:
-    """Every input the command line names, in a stable order. Raises InputError for a missing path."""
+def discover(args: list[str], make_path: Callable[[str], Path] = Path) -> Inputs:
+    """Every input the command line names, in a stable order. Raises InputError for a missing path.
+
+    `make_path`: how an argument becomes a path (a Hadoop path in the Spark driver)."""
     found = Inputs()
     for arg in args:
         if is_url(arg):
             found.urls.append(arg.rstrip("/"))
             continue
-        path = Path(arg)
+        path = make_path(arg)
         if not path.exists():
             raise InputError(f"input not found: {arg}")
         if path.is_dir():
@@ -213,7 +231,8 @@ def _local_file(manifest: Path, url: object) -> Path | None:
 def read_manifest(manifest: Path, found: Inputs) -> None:
     """Map a Bulk Data manifest's outputs to the local files of the same name next to it."""
     try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        with manifest.open("rb") as fh:
+            data = json.loads(fh.read().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{manifest}: not a readable Bulk Data manifest ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("output"), list):
@@ -255,8 +274,7 @@ def read_manifest(manifest: Path, found: Inputs) -> None:
 def export_errors(path: Path, label: str) -> list[BadRecord]:
     """A manifest's `error` file (OperationOutcome ndjson), one entry per outcome: the export itself lost data."""
     out = []
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as fh:
+    with open_binary(path) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue

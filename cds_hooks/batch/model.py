@@ -5,7 +5,7 @@ import heapq
 import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import overload
@@ -101,6 +101,11 @@ class PatientRows(Sequence[PatientResult]):
         return f"PatientRows({self.length} patients in {len(self.files)} files)"
 
 
+def astuple_shallow(obj: object) -> tuple:
+    """A dataclass's field values, not copied (unlike `dataclasses.astuple`)."""
+    return tuple(getattr(obj, f.name) for f in fields(obj))
+
+
 @dataclass
 class Summary:
     """What the report needs before its patient list, computed in one pass over every patient reviewed."""
@@ -124,6 +129,10 @@ class Summary:
     def _list(self, p: PatientResult) -> None:
         self.listed += 1
         self.contributors.update(set(p.contributor_ids))
+
+    def merged(self, other: Summary) -> Summary:
+        """Two partial summaries as one (a distributed run sums its partitions' summaries)."""
+        return Summary(*(a + b for a, b in zip(astuple_shallow(self), astuple_shallow(other), strict=True)))
 
     @classmethod
     def of(cls, reviewed: Iterable[PatientResult], selected: Iterable[PatientResult] | None) -> Summary:

@@ -29,7 +29,7 @@ from pathlib import Path
 from cds_hooks.batch.bundles import JsonResult, JsonTask, process_json_file, review_resources
 from cds_hooks.batch.errors import InputError
 from cds_hooks.batch.fhir_source import FhirOptions, FhirSource, public_url
-from cds_hooks.batch.inputs import Inputs, discover
+from cds_hooks.batch.inputs import Inputs, NdjsonFile, discover
 from cds_hooks.batch.model import BadRecord, BatchResult, PatientResult, PatientRows, Summary, row_key
 from cds_hooks.batch.progress import Progress
 from cds_hooks.batch.shards import SHARDS, Spill, pack_records
@@ -226,8 +226,8 @@ def _fetch_servers(inputs: Inputs, config: RunConfig, knowledge: Knowledge, stac
     return searched, resources_read
 
 
-def _filter(config: RunConfig) -> Callable[[PatientResult], bool] | None:
-    """Which patients are listed (None: all)."""
+def listed_filter(config: RunConfig) -> Callable[[PatientResult], bool] | None:
+    """Which patients are listed (None: all). Every driver lists by this."""
     if not (config.only_documented_cramps or config.contributors):
         return None
     only, wanted = config.only_documented_cramps, frozenset(config.contributors)
@@ -256,10 +256,27 @@ def _review_shards(spill: Spill, rows_dir: Path, config: RunConfig, knowledge: K
         for patient, group in itertools.groupby(rows, key=lambda r: r.patient):
             where = [r.source for r in group]
             if patient and len(where) > 1:
-                text = f"{patient} appears in {len(where)} inputs ({', '.join(where)}): reviewed separately in each"
-                repeated.append((patient, text))
+                repeated.append((patient, repeated_warning(patient, where)))
     repeated.sort()
     return files, summary, [text for _, text in repeated]
+
+
+def repeated_warning(patient: str, sources: list[str]) -> str:
+    """The run-level warning for a patient found in several inputs (`sources` in report order)."""
+    return f"{patient} appears in {len(sources)} inputs ({', '.join(sources)}): reviewed separately in each"
+
+
+def run_warnings(inputs: list[str], skipped_json: list[str], unattributed: Counter[str],
+                 skipped: list[NdjsonFile], repeated: list[str]) -> list[str]:
+    """The run's data-quality warnings, in the report's order (shared by every driver)."""
+    warnings = [*inputs, *skipped_json]
+    if unattributed:
+        warnings.append("skipped resources with no patient reference: " + ", ".join(
+            f"{n} {t}" for t, n in sorted(unattributed.items())))
+    if skipped:
+        warnings.append(f"{len(skipped)} ndjson file(s) of types the review does not read were skipped: "
+                        + ", ".join(sorted({f.type_hint or '' for f in skipped})))
+    return warnings + repeated
 
 
 def run_review(args: list[str], config: RunConfig, progress: Progress | None = None) -> BatchResult:
@@ -300,7 +317,7 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
             spill.add_results(PatientResult(rv, LOOSE_SOURCE) for rv in review_resources(
                 merger.loose, now=config.as_of, options=config.options, knowledge=knowledge))
             merger.loose = []
-        keep = _filter(config)
+        keep = listed_filter(config)
         files, summary, repeated = _review_shards(spill, Path(workdir.name) / "rows", config, knowledge, keep)
     except BaseException:
         workdir.cleanup()
@@ -314,15 +331,8 @@ def run_review(args: list[str], config: RunConfig, progress: Progress | None = N
     result.bad_records = sorted(
         [*inputs.bad_records, *(BadRecord(label, n, e) for label, n, e in med_bad), *merger.bad],
         key=BadRecord.sort_key)
-    result.warnings = list(inputs.warnings) + merger.skipped_json
+    result.warnings = run_warnings(inputs.warnings, merger.skipped_json, merger.unattributed, skipped, repeated)
     result.export_errors, result.non_fhir_files = sorted(inputs.export_errors), sorted(inputs.non_fhir)
-    if merger.unattributed:
-        result.warnings.append("skipped resources with no patient reference: " + ", ".join(
-            f"{n} {t}" for t, n in sorted(merger.unattributed.items())))
-    if skipped:
-        result.warnings.append(f"{len(skipped)} ndjson file(s) of types the review does not read were skipped: "
-                               + ", ".join(sorted({f.type_hint or '' for f in skipped})))
-    result.warnings.extend(repeated)
     stats = result.stats
     stats.resources = merger.resources + searched_resources + med_resources
     stats.lines = merger.lines
