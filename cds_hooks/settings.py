@@ -14,6 +14,9 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_TRIGGER_POLICY` | `documented` | when `patient-view` speaks: `documented` = only when the record documents leg cramps (or quinine is active); `any` = whenever a contributor is found |
 | `CRAMP_LAB_LOOKBACK_DAYS` | `365` | how far back the `observations` prefetch template (`date=ge{{today() - N days}}`) and the lab rules look |
 | `CRAMP_LAB_SUGGESTION_MONTHS` | `12` | a lab-order suggestion (K, Mg, Ca, creatinine) is offered when a diuretic is current and no such result is newer than this many months (engine `ReviewOptions.monitoring_months`) |
+| `CRAMP_STALE_ORDER_DAYS` | `365` | a medication order or statement with no newer activity of its class (renewal, dispense, statement, administration) for this many days is shown as *possibly stale* (engine `ReviewOptions.stale_order_days`; a US prescription is generally valid for a year) |
+| `CRAMP_ADMINISTRATION_WINDOW_DAYS` | `30` | a MedicationAdministration counts this many days after it was given (`administration_window_days`; an iron sucrose course spans up to about four weeks, Venofer US label) |
+| `CRAMP_PREGNANCY_WINDOW_DAYS` | `300` | a pregnancy counts this many days after its onset or recording, whichever is later (`pregnancy_window_days`; post-term begins at 294 days, ACOG Practice Bulletin 146) |
 | `CRAMP_SUPPRESSION_DAYS` | `30` | an override with a suppressing reason hides the same card for the same patient for this many days (`0` = never suppress) |
 | `CRAMP_SUPPRESSION_REASONS` | `already-addressed,benefit-outweighs-risk` | comma list of override-reason codes (system `https://cramp-cds.org/fhir/CodeSystem/override-reason`) that suppress |
 | `CRAMP_FHIR_CONNECT_TIMEOUT` | `3` | seconds to connect to the client's `fhirServer` when prefetch is missing |
@@ -46,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from plugin.cards import OVERRIDE_REASONS, OVERRIDE_SYSTEM
+from plugin.rules import ReviewOptions
 
 log = logging.getLogger("cramp_cds.settings")
 
@@ -72,6 +76,9 @@ class Settings:
     trigger_policy: str = "documented"
     lab_lookback_days: int = 365
     lab_suggestion_months: int = 12
+    stale_order_days: int = ReviewOptions.stale_order_days
+    administration_window_days: int = ReviewOptions.administration_window_days
+    pregnancy_window_days: int = ReviewOptions.pregnancy_window_days
     suppression_days: int = 30
     suppression_reasons: tuple[str, ...] = ("already-addressed", "benefit-outweighs-risk")
     fhir_connect_timeout: float = 3.0
@@ -99,9 +106,10 @@ class Settings:
     @property
     def review_options(self) -> Any:
         """The engine's ``plugin.ReviewOptions`` built from these settings."""
-        from plugin import ReviewOptions
-
-        return ReviewOptions(lab_lookback_days=self.lab_lookback_days, monitoring_months=self.lab_suggestion_months)
+        return ReviewOptions(lab_lookback_days=self.lab_lookback_days, monitoring_months=self.lab_suggestion_months,
+                             stale_order_days=self.stale_order_days,
+                             administration_window_days=self.administration_window_days,
+                             pregnancy_window_days=self.pregnancy_window_days)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +147,12 @@ class Settings:
             "trigger_policy": reader.choice("CRAMP_TRIGGER_POLICY", "documented", TRIGGER_POLICIES),
             "lab_lookback_days": reader.integer("CRAMP_LAB_LOOKBACK_DAYS", 365, low=1, high=36500),
             "lab_suggestion_months": reader.integer("CRAMP_LAB_SUGGESTION_MONTHS", 12, low=1, high=1200),
+            "stale_order_days": reader.integer("CRAMP_STALE_ORDER_DAYS", ReviewOptions.stale_order_days,
+                                               low=1, high=36500),
+            "administration_window_days": reader.integer(
+                "CRAMP_ADMINISTRATION_WINDOW_DAYS", ReviewOptions.administration_window_days, low=1, high=3650),
+            "pregnancy_window_days": reader.integer("CRAMP_PREGNANCY_WINDOW_DAYS", ReviewOptions.pregnancy_window_days,
+                                                    low=1, high=3650),
             "suppression_days": reader.integer("CRAMP_SUPPRESSION_DAYS", 30, low=0, high=3650),
             "suppression_reasons": reasons,
             "fhir_connect_timeout": reader.number("CRAMP_FHIR_CONNECT_TIMEOUT", 3.0),

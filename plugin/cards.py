@@ -33,7 +33,7 @@ MONITORING_ORDERS = (
     ("17861-6", "Calcium [Mass/volume] in Serum or Plasma"),
     ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma"),
 )
-MAX_LINKS = 5
+_EVIDENCE_KEY = re.compile(r"\bE[1-9][0-9]?\b(?![.0-9])")  # E1..E99; not ICD-10-CM codes such as E03.9
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~])")
 _FHIR_REFERENCE = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # Type/id; ids come from the record
 
@@ -50,31 +50,47 @@ def md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
-def _summary(text: str) -> str:
-    return text if len(text) < SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 2].rstrip(" ,;(") + "…"
+def _name(label: str) -> str:
+    """A contributor's label inside a sentence: "Loop diuretic" -> "loop diuretic"; acronyms keep their case."""
+    return label if label[1:2].isupper() else label[:1].lower() + label[1:]
 
 
-def _labels(findings: list[Finding]) -> str:
-    return ", ".join(dict.fromkeys(f.label.lower() for f in findings))
+def _words_within(text: str, limit: int) -> str:
+    """`text` shortened at a word boundary to fewer than `limit` characters (never cut inside a word)."""
+    if len(text) < limit:
+        return text
+    cut = text[: limit - 1].rsplit(" ", 1)[0].rstrip(" ,;:(")
+    return cut + "…"
+
+
+def compose_summary(head: str, names: list[str], tail: str = "") -> str:
+    """head + as many names as fit + "+N more" + tail, under the 140-character limit (checklist C1)."""
+    names = list(dict.fromkeys(names))
+    for shown in range(len(names), 0, -1):
+        more = f" +{len(names) - shown} more" if shown < len(names) else ""
+        text = f"{head}{', '.join(names[:shown])}{more}{tail}"
+        if len(text) < SUMMARY_LIMIT:
+            return text
+    return _words_within(f"{head}{len(names)} contributors{tail}", SUMMARY_LIMIT)
 
 
 def _line(f: Finding, knowledge: Knowledge) -> str:
+    """One contributor, named (never by FHIR id: those stay in the card's extension), with why and how strong."""
     c = knowledge.contributors[f.contributor]
-    refs = ", ".join(f"`{r}`" if _FHIR_REFERENCE.fullmatch(r) else md(r) for r in f.references[:3])
-    refs += " …" if len(f.references) > 3 else ""
+    marks = (" (ordered now)" if f.ordered else "") + (" (possibly stale)" if f.possibly_stale else "")
     sources = ", ".join(f.sources)
-    head = f"- **{md(c.label)}**{' (ordered now)' if f.ordered else ''}: {md(f.reason)} ({refs})."
-    return f"{head} *Evidence: {f.grade} ({sources}).* {c.statement}"
+    return f"- **{md(c.label)}**{marks}: {md(f.reason)}. *Evidence: {f.grade} ({sources}).* {c.statement}"
 
 
 def _links(keys: list[str], knowledge: Knowledge) -> list[dict]:
+    """A link for every evidence key the card cites (a key without a URL in the knowledge is a test failure)."""
     links = []
     for key in dict.fromkeys(keys):
         src = knowledge.sources.get(key) or {}
         if src.get("url"):
             label = src.get("label") or src["citation"].split(". ")[0]
             links.append({"label": f"{key}: {label}"[:120], "url": src["url"], "type": "absolute"})
-    return links[:MAX_LINKS]
+    return links
 
 
 @cache
@@ -102,9 +118,14 @@ def _lab_suggestion(patient: str | None, new_uuid: Callable[[], str]) -> dict:
             "actions": actions}
 
 
-def _quinine_removal(reference: str, new_uuid: Callable[[], str]) -> dict:
-    return {"label": "Remove the quinine draft order", "uuid": new_uuid(), "actions": [{
-        "type": "delete", "description": f"Remove the draft order {reference}", "resourceId": reference}]}
+def _quinine_removals(finding: Finding, new_uuid: Callable[[], str]) -> list[dict]:
+    """A delete per quinine draft with a valid FHIR id (the id goes in `resourceId`, never in the words)."""
+    drafts = [r for r in finding.references if _FHIR_REFERENCE.fullmatch(r)]
+    name = f" ({finding.reason})" if len(drafts) == 1 else ""
+    return [{"label": "Remove the quinine draft order", "uuid": new_uuid(), "actions": [{
+        "type": "delete", "resourceId": ref,
+        "description": f"Remove the quinine draft order{name}" + (f" {n} of {len(drafts)}" if not name else "")}]}
+        for n, ref in enumerate(drafts, 1)]
 
 
 def build_card(review: Review, *, hook: str | None, trigger: str = "documented", knowledge: Knowledge | None = None,
@@ -134,8 +155,7 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         listed = quinine + [f for f in others if not (ordering and f.ordered and f.contributor == "quinine")]
         if ordering:
             # only a draft with a valid FHIR id can be named for deletion (not "MedicationRequest/(no id)")
-            suggestions += [_quinine_removal(r, new_uuid) for f in quinine for r in f.references
-                            if _FHIR_REFERENCE.fullmatch(r)]
+            suggestions += [s for f in quinine for s in _quinine_removals(f, new_uuid)]
         topic = ("quinine-warning", "Quinine for leg cramps")
     else:
         key, indicator = "contributors", "info"
@@ -143,11 +163,12 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         prefix = "Leg cramps documented" if cramps else "Leg-cramp review"
         if ordering:
             grade = ordered[0].grade if len(ordered) == 1 else "varied"
-            summary = f"{prefix}: ordered {_labels(ordered)} may contribute ({grade} evidence)"
+            summary = compose_summary(f"{prefix}; ordered ", [_name(f.label) for f in ordered],
+                                      f" may contribute ({grade} evidence)")
             lead = "A drug class on this order is associated with leg cramps."
         else:
-            n = len(contributors)
-            summary = f"{prefix}: {n} possible contributor{'s' if n > 1 else ''} on record ({_labels(contributors)})"
+            plural = "s" if len(contributors) > 1 else ""
+            summary = compose_summary(f"{prefix}; possible contributor{plural}: ", [_name(f.label) for f in contributors])
             lead = "Possible contributors to leg cramps on the record."
         listed = sorted(dict.fromkeys(ordered + others), key=lambda f: not f.ordered) if ordering else others
         topic = ("leg-cramp-contributors", "Possible contributors to leg cramps")
@@ -166,17 +187,21 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
                       "labs are usually unnecessary for typical nocturnal leg cramps (E1).")]
         if suggest_labs:
             suggestions.append(_lab_suggestion(review.patient, new_uuid))
-    lines += ["", ("Advisory only: the clinician judges whether the timing fits. Distinguish cramps from "
-                  "claudication and restless legs (E1). Nightly calf and hamstring stretching is a low-risk "
-                  "option (one RCT, E21; AAN: insufficient evidence, E3).")]
+    footer = "Advisory only."
+    if any(f.category in ("medication", "harm") for f in listed):  # only a listed drug has a timing to judge
+        footer += " The clinician judges whether the timing of the drugs listed fits."
+    lines += ["", footer + (" Distinguish cramps from claudication, restless legs, myositis and neuropathy (E1). "
+                            "Nightly calf and "
+                            "hamstring stretching is a low-risk option (one RCT, E21; AAN: insufficient evidence, E3).")]
 
-    cited = [k for f in listed for k in f.sources] + ["E1"]
+    detail = "\n".join(lines)
+    cited = [k for f in listed for k in f.sources] + _EVIDENCE_KEY.findall(detail)
     contributor_ids = tuple(dict.fromkeys(f.contributor for f in listed))  # ordered and on record: listed once
     body: dict = {
         "uuid": new_uuid(),
-        "summary": _summary(summary),
+        "summary": _words_within(summary, SUMMARY_LIMIT),
         "indicator": indicator,
-        "detail": "\n".join(lines),
+        "detail": detail,
         "source": {
             "label": "Leg-cramp medication review (cramp-cds)",
             "url": knowledge.source_url("E1") or "https://pubmed.ncbi.nlm.nih.gov/22963024/",
@@ -184,7 +209,10 @@ def build_card(review: Review, *, hook: str | None, trigger: str = "documented",
         },
         "overrideReasons": [{"system": OVERRIDE_SYSTEM, "code": c, "display": d} for c, d in OVERRIDE_REASONS],
         "extension": {"org.cramp-cds.review": {
-            "contributors": list(contributor_ids), "knowledgeVersion": knowledge.version}},
+            "contributors": list(contributor_ids), "knowledgeVersion": knowledge.version,
+            # the FHIR references behind each contributor: for integrations, never in the card's sentences
+            "references": {cid: list(dict.fromkeys(r for f in listed if f.contributor == cid for r in f.references))
+                           for cid in contributor_ids}}},
     }
     links = _links(cited, knowledge)
     if links:

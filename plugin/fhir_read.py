@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from plugin.codes import (
     ATC,
@@ -27,9 +28,11 @@ from plugin.codes import (
     normalise_icd10,
     normalise_ndc,
 )
+from plugin.context import FAMILY, HISTORICAL, HYPOTHETICAL, NEGATED, POSSIBLE, modifiers
+from plugin.dates import parse_when
 from plugin.knowledge import ELEMENT_OF, Knowledge, normalise_words
 from plugin.record import ConditionFact, LabFact, MedicationFact
-from plugin.units import convert
+from plugin.units import canonical_unit, convert
 
 MEDICATION_TYPES = ("MedicationRequest", "MedicationStatement", "MedicationDispense", "MedicationAdministration")
 COUNTING_STATUS = {
@@ -41,9 +44,12 @@ COUNTING_STATUS = {
 }
 ACTIVE_CLINICAL = {"active", "recurrence", "relapse"}
 VOID_VERIFICATION = {"refuted", "entered-in-error"}
-USABLE_OBSERVATION = {"final", "amended", "corrected", None}
+# Results policy: final, amended and corrected results count (a corrected or amended result outranks a final one
+# at the same time); a preliminary result counts and says so; registered, cancelled, entered-in-error and unknown
+# results are not read.
+USABLE_OBSERVATION = {"final", "amended", "corrected", "preliminary", None}
 LOW_INTERPRETATIONS = {"L", "LL", "LU"}
-_NEGATED = re.compile(r"\b(history of|family history|no|non|not|without|negative|screening|risk of|ruled out)\b", re.IGNORECASE)
+EXCLUDING = frozenset({NEGATED, POSSIBLE, FAMILY, HYPOTHETICAL})  # context that means "not this patient's, now"
 _REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -234,24 +240,32 @@ WORD_CACHE_LIMIT = 50_000
 
 
 def _word_matches(texts: Iterable[str], pattern: re.Pattern | None, ids_by_word: dict[str, tuple[str, ...]],
-                  cache: dict, *, skip_negated: bool = False) -> Iterator[tuple[str, str]]:
+                  cache: dict, *, knowledge: Knowledge | None = None) -> Iterator[tuple[str, str]]:
     """(contributor id, word) for every knowledge word found, as a whole word, in `texts`.
 
-    `skip_negated`: a text that negates ("history of", "no", "non-") yields nothing.
+    With `knowledge`, a word counts only where its context affirms it (`plugin.context`): not negated,
+    uncertain, hypothetical or about the family, and not historical for an episodic contributor.
     """
     if pattern is None:
         return
     for text in texts:
-        key = (id(pattern), text)
+        key = (id(pattern), knowledge is not None, text)
         found = cache.get(key)
         if found is None:
-            found = () if skip_negated and _NEGATED.search(text) else tuple(
+            found = tuple(
                 (cid, m.group(0).lower()) for m in pattern.finditer(text)
-                for cid in ids_by_word.get(normalise_words(m.group(0)), ()))
+                for cid in ids_by_word.get(normalise_words(m.group(0)), ())
+                if knowledge is None or affirmed(text, m.start(), m.end(), knowledge.contributors[cid].episodic))
             if len(cache) >= WORD_CACHE_LIMIT:
                 cache.clear()
             cache[key] = found
         yield from found
+
+
+def affirmed(text: str, start: int, end: int, episodic: bool) -> bool:
+    """Whether text[start:end] asserts the patient's own, current condition."""
+    found = modifiers(text, start, end)
+    return not (found & EXCLUDING or (episodic and HISTORICAL in found))
 
 
 def _known_name(concepts: list[dict], knowledge: Knowledge) -> str | None:
@@ -275,6 +289,19 @@ def _medication_start(resource: dict) -> str | None:
         return first_date(resource, ("whenHandedOver", "whenPrepared"))
     # When it was asserted is not when it started; only a last resort.
     return first_date(resource, ("effectiveDateTime", "effectivePeriod", "dateAsserted"))
+
+
+def _last_activity(resource: dict) -> str | None:
+    """The newest date a medication resource shows: written, valid from/until, asserted, effective, handed over."""
+    dates = [resource.get(k) for k in ("authoredOn", "dateAsserted", "effectiveDateTime", "whenHandedOver",
+                                       "whenPrepared")]
+    request = resource.get("dispenseRequest")
+    for period in (request.get("validityPeriod") if isinstance(request, dict) else None,
+                   resource.get("effectivePeriod")):
+        if isinstance(period, dict):
+            dates += [period.get("start"), period.get("end")]
+    found = [(when, d) for d in dates if isinstance(d, str) and (when := parse_when(d)) is not None]
+    return max(found)[1] if found else None
 
 
 def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *, ordered: bool = False,
@@ -302,7 +329,8 @@ def medication_fact(resource: dict, knowledge: Knowledge, resolver: Resolver, *,
     return MedicationFact(
         reference=ref, contributors=contributors, description=description, matched_by=how, status=status,
         counts=counts, start=start,
-        dispensed=start if rtype == "MedicationDispense" else None, ordered=ordered,
+        dispensed=start if rtype == "MedicationDispense" else None, ordered=ordered, kind=rtype or "",
+        last_activity=_last_activity(resource),
     )
 
 
@@ -345,13 +373,31 @@ def match_condition(concept: object, knowledge: Knowledge) -> tuple[tuple[str, .
                 if cid not in found:
                     found.append(cid)
                     how = how or f"site code {key[0]}|{key[1]}"
-    if not found:
+    # A known code wins over text: the words are read only when no coding can be placed at all.
+    if not found and not any(placed(system, code, knowledge) for system, code, _ in codings(concept)):
         for cid, word in _word_matches(concept_texts(concept), knowledge.condition_words,
-                                        knowledge.condition_word_ids, knowledge.word_cache, skip_negated=True):
+                                        knowledge.condition_word_ids, knowledge.word_cache, knowledge=knowledge):
             if cid not in found:
                 found.append(cid)
                 how = how or f"text '{word}'"
     return tuple(found), how
+
+
+_ICD10CM_CODE = re.compile(r"^[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}$")
+
+
+def placed(system: str, code: str, knowledge: Knowledge) -> bool:
+    """Whether the engine can place a condition coding: then its code decides, and the text is not read.
+
+    ICD-10-CM is a hierarchy the contributors cover by prefix and range, so any well-formed code is placed
+    (R73.03 prediabetes belongs to no contributor: its words "Borderline diabetes" must not make it one).
+    SNOMED CT is placed when the knowledge indexes the code; an unindexed concept falls back to its words.
+    """
+    if system == ICD10CM:
+        return bool(_ICD10CM_CODE.match(normalise_icd10(code)))
+    if system == SNOMED:
+        return code in knowledge.snomed
+    return False
 
 
 def condition_fact(resource: dict, knowledge: Knowledge, *, current_only: bool = False) -> ConditionFact | None:
@@ -372,68 +418,135 @@ def condition_fact(resource: dict, knowledge: Knowledge, *, current_only: bool =
     return ConditionFact(
         reference=local_reference(resource) or "Condition/(no id)", contributors=contributors,
         description=concept_label(resource.get("code")) or "condition", matched_by=how, counts=counts, date=date,
+        recorded=resource.get("recordedDate") if isinstance(resource.get("recordedDate"), str) else None,
     )
 
 
 # --- labs --------------------------------------------------------------------------------------
 
-def _quantity(q: object) -> tuple[float | None, str | None]:
+COMPARATORS = {"<": "<", "<=": "<=", ">=": ">=", ">": ">", "≤": "<=", "≥": ">="}
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)"
+_VALUE_STRING = re.compile(rf"^\s*(<=|>=|<|>|≤|≥)?\s*{_NUMBER}\s*(\S.*)?$")
+_RANGE_TEXT = re.compile(rf"^\s*{_NUMBER}\s*(?:-|–|to)\s*{_NUMBER}\s*(\S.*)?$", re.IGNORECASE)
+_RANGE_FLOOR = re.compile(rf"^\s*(?:>=|≥|>)\s*{_NUMBER}\s*(\S.*)?$")
+_LOW_TEXT = re.compile(
+    r"^\s*(l|ll|lu|(critically |critical |very |abnormally )?low|below (low )?normal|below (the )?reference range)"
+    r"\s*(\(l+\))?\s*$", re.IGNORECASE)
+
+
+class LabValue(NamedTuple):
+    value: float | None
+    unit: str | None
+    comparator: str | None = None
+
+
+def _quantity(q: object) -> LabValue:
     if not isinstance(q, dict):
-        return None, None
+        return LabValue(None, None)
     value = q.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None, None
+        return LabValue(None, None)
     unit = q.get("code") if q.get("system") == UCUM and isinstance(q.get("code"), str) else q.get("unit")
     if not isinstance(unit, str):
         unit = q.get("code") if isinstance(q.get("code"), str) else None
-    return float(value), unit
+    return LabValue(float(value), unit, COMPARATORS.get(q.get("comparator")))
+
+
+def _value_string(text: object, default_unit: str) -> LabValue:
+    """A result sent as text ("<1.0", "3.2 mmol/L"): the number, its unit (the LOINC's own when none is written)
+    and its comparator. Text that is not a number ("hemolyzed", "see note") gives no value."""
+    m = _VALUE_STRING.match(text) if isinstance(text, str) else None
+    if m is None or (m.group(3) and canonical_unit(m.group(3)) is None):
+        return LabValue(None, None)
+    return LabValue(float(m.group(2)), m.group(3) or default_unit, COMPARATORS.get(m.group(1)))
+
+
+def _lab_value(holder: dict, default_unit: str) -> LabValue:
+    if "valueQuantity" in holder:
+        return _quantity(holder.get("valueQuantity"))
+    return _value_string(holder.get("valueString"), default_unit)
+
+
+def _range_low(rng: dict, result_unit: str | None) -> tuple[float | None, str | None, str | None]:
+    """(lower limit, its unit, how to show the range) from `low`/`high` quantities or, failing them, `text`."""
+    low, low_unit, _ = _quantity(rng.get("low"))
+    high, high_unit, _ = _quantity(rng.get("high"))
+    if low is not None:
+        hi = f"-{_fmt(high)}" if high is not None else " or more"
+        unit = low_unit or high_unit or result_unit
+        return low, unit, f"{_fmt(low)}{hi} {unit or ''}".strip()
+    text = rng.get("text")
+    if not isinstance(text, str):
+        return None, None, None
+    if m := _RANGE_TEXT.match(text):
+        lo, hi, unit = m.group(1), m.group(2), m.group(3)
+    elif m := _RANGE_FLOOR.match(text):
+        lo, hi, unit = m.group(1), None, m.group(2)
+    else:
+        return None, None, None
+    if unit and canonical_unit(unit) is None:
+        return None, None, None
+    unit = unit or result_unit
+    shown = f"{_fmt(float(lo))}-{_fmt(float(hi))}" if hi else f"{_fmt(float(lo))} or more"
+    return float(lo), unit, f"{shown} {unit or ''}".strip()
+
+
+def _low_interpretation(concept: object) -> bool:
+    """L, LL or LU from any coding, or a text-only interpretation that says low ("Low", "Critically low")."""
+    if any(code in LOW_INTERPRETATIONS for _, code, _ in _any_codings(concept)):
+        return True
+    texts = concept_texts(concept) if isinstance(concept, dict) else []
+    return any(_LOW_TEXT.match(t) for t in texts)
+
+
+def _any_codings(concept: object) -> Iterator[tuple[object, str, object]]:
+    """Codings in any system (interpretation codes arrive under several system URIs)."""
+    for coding in array(concept.get("coding")) if isinstance(concept, dict) else ():
+        if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+            yield coding.get("system"), coding["code"].strip(), coding.get("display")
 
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
-def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, flagged_elsewhere: bool,
+def _lab_fact(ref: str, loinc: str, holder: dict, date: str | None, status: str | None,
               knowledge: Knowledge) -> LabFact | None:
     lab = knowledge.labs.get(loinc)
     if lab is None:
         if loinc in knowledge.monitoring_labs:
-            return LabFact(ref, loinc, None, "total", None, None, "", None, None, False, date)
+            return LabFact(ref, loinc, None, "total", None, None, "", None, None, False, date, status=status)
         return None
     contributor = knowledge.contributors[lab.contributor]
     element = ELEMENT_OF[lab.contributor]
     target = contributor.lab_unit or lab.unit
-    raw, unit = _quantity(holder.get("valueQuantity"))
-    value = convert(raw, unit or lab.unit, target, element) if raw is not None else None
-    shown = f"{_fmt(raw)} {unit or lab.unit}" if raw is not None else ""
+    raw, unit, comparator = _lab_value(holder, lab.unit)
+    unit = unit or lab.unit
+    value = convert(raw, unit, target, element) if raw is not None else None
+    shown = f"{comparator or ''}{_fmt(raw)} {unit}" if raw is not None else ""
     range_low = range_shown = None
     for rng in array(holder.get("referenceRange")):
         if not isinstance(rng, dict):
             continue
-        low, low_unit = _quantity(rng.get("low"))
-        high, high_unit = _quantity(rng.get("high"))
+        low, low_unit, how = _range_low(rng, unit)
         if low is not None:
-            range_low = convert(low, low_unit or unit or lab.unit, target, element)
-            hi = f"-{_fmt(high)}" if high is not None else " or more"
-            range_shown = f"{_fmt(low)}{hi} {low_unit or high_unit or unit or ''}".strip()
+            range_low, range_shown = convert(low, low_unit or unit, target, element), how
             break
-    flagged = flagged_elsewhere
-    for concept in array(holder.get("interpretation")):
-        flagged = flagged or _status_code(concept) in LOW_INTERPRETATIONS
+    flagged = any(_low_interpretation(concept) for concept in array(holder.get("interpretation")))
     return LabFact(ref, loinc, lab.contributor, lab.analyte, value, target, shown, range_low, range_shown,
-                   flagged, date)
+                   flagged, date, comparator=comparator, status=status, reported_unit=unit)
 
 
 def lab_facts(resource: dict, knowledge: Knowledge) -> list[LabFact]:
     parts = lab_parts(resource, knowledge)
     if parts is None:
         return []
-    ref, date, wanted = parts
-    return [fact for holder, code in wanted if (fact := lab_fact(ref, code, holder, date, knowledge))]
+    ref, date, wanted, status = parts
+    return [fact for holder, code in wanted if (fact := lab_fact(ref, code, holder, date, knowledge, status))]
 
 
-def lab_parts(resource: dict, knowledge: Knowledge) -> tuple[str, str | None, list[tuple[dict, str]]] | None:
-    """(reference, date, [(part, LOINC)]) of an Observation the rules read, or None (most are not).
+def lab_parts(resource: dict, knowledge: Knowledge) -> tuple[str, str | None, list[tuple[dict, str]], str | None] | None:
+    """(reference, date, [(part, LOINC)], status) of an Observation the rules read, or None (most are not).
 
     The cheap half of :func:`lab_facts`: a reader that keeps only the latest results builds facts for those alone.
     """
@@ -448,12 +561,13 @@ def lab_parts(resource: dict, knowledge: Knowledge) -> tuple[str, str | None, li
         return None
     ref = local_reference(resource) or "Observation/(no id)"
     date = first_date(resource, ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"))
-    return ref, date, wanted
+    return ref, date, wanted, status
 
 
-def lab_fact(ref: str, loinc: str, part: dict, date: str | None, knowledge: Knowledge) -> LabFact | None:
-    """The fact of one part (the Observation or a component) that carries `loinc`."""
-    return _lab_fact(ref, loinc, part, date, False, knowledge)
+def lab_fact(ref: str, loinc: str, part: dict, date: str | None, knowledge: Knowledge,
+             status: str | None = None) -> LabFact | None:
+    """The fact of one part (the Observation or a component) that carries `loinc`; `status` is the Observation's."""
+    return _lab_fact(ref, loinc, part, date, status, knowledge)
 
 
 def _known_loinc(concept: object, knowledge: Knowledge) -> str | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from plugin.dates import parse_when
-from plugin.record import LabFact, PatientRecord, analyte_slot, monitoring_slot, usable
+from plugin.record import STATUS_RANK, LabFact, PatientRecord, analyte_slot, monitoring_slot, usable
 
 
 @dataclass
@@ -28,6 +28,7 @@ class _Candidate:
     slot: tuple[str, str] | None              # (contributor, analyte), None for a monitoring-only lab
     read: Callable[[], LabFact | None]        # the full reading, done only for the candidates that matter
     source: object                            # what the caller wants back with the fact (e.g. the resource)
+    rank: int = 2                             # at equal dates a corrected result outranks a final (LabFact.rank)
     _fact: LabFact | None = None
     _done: bool = False
 
@@ -43,11 +44,12 @@ class LatestLabs:
         self._candidates: list[_Candidate] = []
 
     def offer(self, date: str | None, slot: tuple[str, str] | None, read: Callable[[], LabFact | None],
-              source: object = None) -> None:
-        """A result with its date and analyte slot; `read` builds its fact if it turns out to matter."""
+              source: object = None, status: str | None = None) -> None:
+        """A result with its date, analyte slot and Observation status; `read` builds its fact if it matters."""
         when = parse_when(date)
         if when is not None:  # the record drops a result without a date
-            self._candidates.append(_Candidate(len(self._candidates), when, slot, read, source))
+            self._candidates.append(_Candidate(len(self._candidates), when, slot, read, source,
+                                               STATUS_RANK.get(status, 2)))
 
     def chosen(self) -> list[tuple[LabFact, object]]:
         """(fact, source) of the results that matter, in their original order."""
@@ -73,8 +75,8 @@ class LatestLabs:
         return sources
 
 
-def _newest_first(c: _Candidate) -> tuple[datetime, int]:
-    return c.when, -c.seq  # max(): the newest, and of equal dates the first
+def _newest_first(c: _Candidate) -> tuple[datetime, int, int]:
+    return c.when, c.rank, -c.seq  # max(): the newest, of equal dates the corrected one, then the first
 
 
 def _read(c: _Candidate) -> bool:

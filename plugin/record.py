@@ -21,6 +21,8 @@ class MedicationFact:
     start: str | None           # ISO date the medication started / was ordered
     dispensed: str | None = None  # MedicationDispense hand-over date (counts only while recent)
     ordered: bool = False       # a draft order from the hook context
+    kind: str = ""              # the resource type: "MedicationRequest", "MedicationAdministration"…
+    last_activity: str | None = None  # the newest date the resource shows (written, renewed, asserted, given)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,7 @@ class ConditionFact:
     matched_by: str
     counts: bool                # clinically active and not refuted
     date: str | None            # onset or recorded date
+    recorded: str | None = None  # recordedDate (may be later than the onset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,19 @@ class LabFact:
     shown: str                  # the value as reported: "0.55 mmol/L"
     range_low: float | None     # the result's own lower limit, in the canonical unit
     range_shown: str | None     # "0.70-1.10 mmol/L"
-    flagged_low: bool           # interpretation L / LL
+    flagged_low: bool           # interpretation L / LL, or a text interpretation such as "Low"
     date: str | None            # effective date-time (ISO)
+    comparator: str | None = None  # "<", "<=", ">=", ">": the value is a bound ("<1.0"), not a measurement
+    status: str | None = None   # Observation.status: preliminary results count and say so
+    reported_unit: str | None = None  # the unit the lab sent (the limit may be in another one)
+
+    @property
+    def rank(self) -> int:
+        """Among results at the same time: a corrected or amended result outranks a final, a final a preliminary."""
+        return STATUS_RANK.get(self.status, 2)
+
+
+STATUS_RANK = {"corrected": 3, "amended": 3, "final": 2, None: 2, "preliminary": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +132,7 @@ class PatientRecord:
             if held is None:
                 self._latest[slot] = (when, len(self.labs))
                 self.labs.append(lab)
-            elif when > held[0]:  # on a tie the first result stays, as duplicates do
+            elif (when, lab.rank) > (held[0], self.labs[held[1]].rank):  # a tie keeps the first, as duplicates do
                 self._latest[slot] = (when, held[1])
                 self.labs[held[1]] = lab
 

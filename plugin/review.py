@@ -76,11 +76,11 @@ def _offer_labs(labs: LatestLabs, index: int, resource: dict, knowledge: Knowled
     parts = lab_parts(resource, knowledge)
     if parts is None:
         return
-    ref, date, wanted = parts
+    ref, date, wanted, status = parts
     for part, code in wanted:
         lab = knowledge.labs.get(code)
         labs.offer(date, (lab.contributor, lab.analyte) if lab else None,
-                   partial(lab_fact, ref, code, part, date, knowledge), (index, resource))
+                   partial(lab_fact, ref, code, part, date, knowledge, status), (index, resource), status)
 
 
 def _waits_for_references(resource: dict, rtype: str, resolver: Resolver) -> bool:

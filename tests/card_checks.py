@@ -17,6 +17,13 @@ FORBIDDEN = re.compile(
     r"recommend quinine|mg/day|take \d)", re.IGNORECASE)
 
 
+# A FHIR reference in words ("Remove the draft order MedicationRequest/x"): ids belong in the structured parts only.
+FHIR_ID_IN_TEXT = re.compile(
+    r"\b(Patient|Practitioner|Encounter|Organization|Medication(Request|Statement|Dispense|Administration)?|"
+    r"Condition|Observation|ServiceRequest|Bundle)/[A-Za-z0-9\-.]+")
+EVIDENCE_KEY = re.compile(r"\bE[1-9][0-9]?\b(?![.0-9])")
+
+
 def _is_uuid(value) -> bool:
     try:
         return isinstance(value, str) and str(uuid.UUID(value)) == value.lower()
@@ -87,3 +94,19 @@ def assert_valid_card(card: dict) -> None:
     # clinical-reference §3
     text = card["summary"] + card.get("detail", "")
     assert not FORBIDDEN.search(text), FORBIDDEN.search(text)
+    assert_readable(card)
+
+
+def assert_readable(card: dict) -> None:
+    """Issue 12: a summary composed to fit (never cut), names instead of FHIR ids in every sentence and label,
+    and a link for every evidence key the card cites."""
+    summary = card["summary"]
+    assert len(summary) < 140 and "…" not in summary and not summary.endswith(("(", ",", ";")), summary
+    words = [summary, card.get("detail", ""), *(link["label"] for link in card.get("links", []))]
+    for suggestion in card.get("suggestions", []):
+        words += [suggestion["label"], *(a["description"] for a in suggestion.get("actions", []))]
+    for text in words:
+        assert not FHIR_ID_IN_TEXT.search(text), f"a FHIR id in words: {FHIR_ID_IN_TEXT.search(text).group(0)!r}"
+    linked = {link["label"].split(":")[0] for link in card.get("links", [])}
+    cited = set(EVIDENCE_KEY.findall(summary + card.get("detail", "")))
+    assert cited <= linked, f"cited without a link: {sorted(cited - linked)}"

@@ -47,7 +47,7 @@ def test_csv_has_one_row_per_finding(tmp_path, capsys):
     assert code == errors.OK
     rows = list(csv.DictReader(io.StringIO(out)))
     assert list(rows[0]) == ["rank", "priority", "priority_reason", "patient", "contributor", "category", "grade",
-                             "sources", "date", "references", "reason", "documented_cramps"]
+                             "sources", "date", "references", "reason", "documented_cramps", "possibly_stale"]
     assert sorted((r["patient"], r["contributor"]) for r in rows) == [
         (p, c) for p, cs in EXPECTED.items() for c in cs]
     # rank order: the low magnesium first; p3 (cramps, no contributor) after those with contributors

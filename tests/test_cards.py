@@ -24,7 +24,7 @@ def test_patient_view_silent_without_documented_cramps_by_default():
     assert card_for([med_request("m1", rx("310798"))]) is None
     card = card_for([med_request("m1", rx("310798"))], trigger="any")
     assert card is not None and card.key == "contributors:thiazide-diuretic"
-    assert card.body["summary"].startswith("Leg-cramp review: 1 possible contributor")
+    assert card.body["summary"] == "Leg-cramp review; possible contributor: thiazide or thiazide-like diuretic"
 
 
 def test_patient_view_card_lists_contributors_with_reason_date_and_grade():
@@ -34,12 +34,12 @@ def test_patient_view_card_lists_contributors_with_reason_date_and_grade():
     body = card.body
     assert_valid_card(body)
     assert body["indicator"] == "info"
-    assert body["summary"] == ("Leg cramps documented: 3 possible contributors on record "
-                               "(low magnesium, thiazide or thiazide-like diuretic, cirrhosis)") or \
-        body["summary"].startswith("Leg cramps documented: 3 possible contributors")
+    assert body["summary"] == ("Leg cramps documented; possible contributors: "
+                               "low magnesium, thiazide or thiazide-like diuretic, cirrhosis of the liver")
     detail = body["detail"]
     assert "hydrochlorothiazide 25 MG Oral Tablet, active since 2026-05-02" in detail
-    assert "`MedicationRequest/m1`" in detail and "*Evidence: moderate (E2).*" in detail
+    assert "MedicationRequest/m1" not in detail and "*Evidence: moderate (E2).*" in detail
+    assert body["extension"]["org.cramp-cds.review"]["references"]["thiazide-diuretic"] == ["MedicationRequest/m1"]
     assert "0.55 mmol/L on 2026-10-01" in detail and "0.7-1.1" in detail
     assert "Evidence: strong" in detail                       # cirrhosis
     assert detail.index("magnesium") < detail.index("hydrochlorothiazide") < detail.index("Cirrhosis")
@@ -67,8 +67,9 @@ def test_quinine_order_select_warns_with_delete_suggestion():
     assert_valid_card(body)
     assert body["indicator"] == "warning" and body["summary"].startswith("Quinine ordered")
     (suggestion,) = body["suggestions"]
-    assert suggestion["actions"] == [{"type": "delete", "description": "Remove the draft order MedicationRequest/q1",
-                                      "resourceId": "MedicationRequest/q1"}]
+    assert suggestion["actions"] == [{
+        "type": "delete", "resourceId": "MedicationRequest/q1",
+        "description": "Remove the quinine draft order (quinine sulfate 324 MG Oral Capsule)"}]
     assert body["selectionBehavior"] == "any"
     assert "thrombocytopenia" in body["detail"].lower()
 
@@ -77,7 +78,8 @@ def test_order_select_contributor_needs_documented_cramps():
     h = med_request("h1", rx("310798"), status="draft")
     assert card_for([], hook="order-select", context=order_context(h)) is None
     card = card_for([cramps()], hook="order-select", context=order_context(h))
-    assert card.body["summary"].startswith("Leg cramps documented: ordered thiazide")
+    assert card.body["summary"] == ("Leg cramps documented; ordered thiazide or thiazide-like diuretic may contribute "
+                                    "(moderate evidence)")
     assert "(ordered now)" in card.body["detail"]
 
 
@@ -118,7 +120,10 @@ def test_summary_always_under_140_characters():
     conds = [condition(f"c{i}", icd(code)) for i, code in enumerate(
         ["E11.9", "I70.213", "G62.9", "F10.20", "N18.4", "K74.60", "E03.9", "M48.062", "I87.2", "E86.0"])]
     card = card_for([cramps(), *meds, *conds])
-    assert len(card.body["summary"]) < 140 and card.body["summary"].endswith("…")
+    summary = card.body["summary"]
+    assert len(summary) < 140 and "…" not in summary
+    assert summary.startswith("Leg cramps documented; possible contributors: potassium-sparing diuretic, ")
+    assert re.search(r" \+\d+ more$", summary)  # the top contributors by name, then how many more
     assert_valid_card(card.body)
 
 

@@ -61,7 +61,8 @@ def test_lookback_is_configurable():
 def test_future_dated_and_unusable_results_ignored():
     assert low(lab("k1", "2823-3", 3.0, "mmol/L", when="2027-01-01T00:00:00Z")) == {}
     assert low(lab("k2", "2823-3", 3.0, "mmol/L", status="entered-in-error")) == {}
-    assert low(lab("k3", "2823-3", 3.0, "mmol/L", status="preliminary")) == {}
+    assert low(lab("k3", "2823-3", 3.0, "mmol/L", status="registered")) == {}
+    assert low(lab("k4", "2823-3", 3.0, "mmol/L", status="cancelled")) == {}
 
 
 def test_interpretation_low_counts_without_a_number():

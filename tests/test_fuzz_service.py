@@ -822,5 +822,6 @@ def test_regression_quinine_draft_with_a_valid_id_still_gets_its_removal_suggest
     response = post(client, "order-sign", hook_request("order-sign", drafts=[draft_order("q-1.a", QUININE)]))
     [card] = response.get_json()["cards"]
     [suggestion] = card["suggestions"]
-    assert suggestion["actions"] == [{"type": "delete", "description": "Remove the draft order MedicationRequest/q-1.a",
-                                      "resourceId": "MedicationRequest/q-1.a"}]
+    [action] = suggestion["actions"]
+    assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/q-1.a"
+    assert action["description"].startswith("Remove the quinine draft order") and "q-1.a" not in action["description"]

@@ -19,10 +19,11 @@ NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 SLOTS = [("low-potassium", "total"), ("low-calcium", "total"), ("low-calcium", "ionized"), None]
 
 
-def _fact(n: int, slot, day: int, value: float | None, flagged: bool) -> LabFact:
+def _fact(n: int, slot, day: int, value: float | None, flagged: bool, status: str | None = None) -> LabFact:
     contributor, analyte = slot or (None, "total")
     date = (NOW + timedelta(days=day)).isoformat()
-    return LabFact(f"Observation/{n}", "x", contributor, analyte, value, "mmol/L", "", None, None, flagged, date)
+    return LabFact(f"Observation/{n}", "x", contributor, analyte, value, "mmol/L", "", None, None, flagged, date,
+                   status=status)
 
 
 def _both(facts: list[LabFact], now: datetime = NOW) -> tuple[list, list, int]:
@@ -33,16 +34,18 @@ def _both(facts: list[LabFact], now: datetime = NOW) -> tuple[list, list, int]:
     labs = LatestLabs(now)
     for fact in facts:
         slot = (fact.contributor, fact.analyte) if fact.contributor else None
-        labs.offer(fact.date, slot, partial(lambda f: reads.append(f) or f, fact), fact.reference)
+        labs.offer(fact.date, slot, partial(lambda f: reads.append(f) or f, fact), fact.reference, fact.status)
     labs.add_to(reduced)
     return every.labs, reduced.labs, len(reads)
 
 
 @settings(max_examples=300, derandomize=True, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(SLOTS), st.integers(-40, 3), st.sampled_from([None, 3.1, 4.2]),
-                          st.booleans()), max_size=40))
+                          st.booleans(), st.sampled_from([None, "final", "preliminary", "corrected"])), max_size=40))
 def test_same_record_as_reading_every_result(rows):
-    facts = [_fact(n, slot, day, value, flagged) for n, (slot, day, value, flagged) in enumerate(rows)]
+    """Statuses included: at equal dates a corrected result outranks a final one, a final a preliminary one."""
+    facts = [_fact(n, slot, day, value, flagged, status)
+             for n, (slot, day, value, flagged, status) in enumerate(rows)]
     every, reduced, _ = _both(facts)
     assert reduced == every
 
@@ -76,10 +79,10 @@ def test_real_bundles_give_the_same_labs(shared_data):
                 for fact in lab_facts(resource, knowledge):
                     every.add(fact)
                 if (parts := lab_parts(resource, knowledge)) is not None:
-                    ref, date, wanted = parts
+                    ref, date, wanted, status = parts
                     for part, code in wanted:
                         lab = knowledge.labs.get(code)
                         labs.offer(date, (lab.contributor, lab.analyte) if lab else None,
-                                   partial(lab_fact, ref, code, part, date, knowledge))
+                                   partial(lab_fact, ref, code, part, date, knowledge, status), status=status)
             labs.add_to(reduced)
             assert reduced.labs == every.labs, path.name

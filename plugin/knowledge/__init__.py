@@ -32,6 +32,7 @@ REQUIRED_IDS = frozenset({
     "loop-diuretic", "thiazide-diuretic", "potassium-sparing-diuretic", "statin", "laba", "iron-sucrose",
     "conjugated-estrogens", "raloxifene", "teriparatide", "naproxen", "quinine",
     "diabetes", "peripheral-artery-disease", "neuropathy", "alcohol-use-disorder", "chronic-kidney-disease",
+    "esrd-dialysis",
     "cirrhosis", "hypothyroidism", "pregnancy", "lumbar-spinal-stenosis", "venous-insufficiency",
     "volume-depletion", "low-potassium", "low-magnesium", "low-calcium", "leg-cramps-documented",
 })
@@ -60,6 +61,8 @@ class Contributor:
     recent_start_months: int | None = None
     lab_unit: str | None = None
     lab_low: dict[str, float] = field(default_factory=dict)  # analyte -> default lower limit
+    subsumes: tuple[str, ...] = ()  # less specific contributors this one replaces (ESRD over CKD)
+    episodic: bool = False  # it passes ("history of pregnancy" is over); chronic ones persist ("history of cirrhosis")
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,8 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
         for key in [*evidence, *entry.get("code_sources", [])]:
             if key not in sources:
                 raise _fail(path, where, f"cites unknown source {key!r}")
+        if not isinstance(entry.get("episodic", False), bool):
+            raise _fail(path, where, "episodic must be true or false")
         recent = entry.get("recent_start_months")
         if recent is not None and (not isinstance(recent, int) or recent <= 0):
             raise _fail(path, where, "recent_start_months must be a positive integer")
@@ -255,9 +260,13 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
         contributors[cid] = Contributor(
             id=cid, category=entry["category"], label=entry["label"].strip(), grade=entry["grade"],
             evidence=tuple(evidence), statement=entry["statement"].strip(), recent_start_months=recent,
-            lab_unit=lab_unit, lab_low=lab_low,
+            lab_unit=lab_unit, lab_low=lab_low, episodic=entry.get("episodic", False),
+            subsumes=tuple(entry.get("subsumes", ())),
         )
 
+    for c in contributors.values():
+        if unknown := set(c.subsumes) - set(contributors):
+            raise _fail(path, f"contributor {c.id!r}", f"subsumes unknown ids {sorted(unknown)}")
     missing = REQUIRED_IDS - set(contributors)
     if missing:
         raise _fail(path, "contributors", f"missing required ids {sorted(missing)}")

@@ -10,7 +10,8 @@ from plugin.knowledge import Knowledge
 
 def finding_dict(f: Finding) -> dict:
     return {"contributor": f.contributor, "label": f.label, "category": f.category, "grade": f.grade,
-            "sources": list(f.sources), "reason": f.reason, "references": list(f.references), "date": f.date}
+            "sources": list(f.sources), "reason": f.reason, "references": list(f.references), "date": f.date,
+            "possiblyStale": f.possibly_stale}
 
 
 def patient_dict(p: PatientResult) -> dict:

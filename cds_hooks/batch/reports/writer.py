@@ -31,7 +31,7 @@ from plugin.knowledge import Knowledge
 
 FORMATS = ("json", "csv", "html")
 CSV_COLUMNS = ("rank", "priority", "priority_reason", "patient", "contributor", "category", "grade", "sources",
-               "date", "references", "reason", "documented_cramps")
+               "date", "references", "reason", "documented_cramps", "possibly_stale")
 CSV_CHANGE = ("since_previous",)                                    # with --since-report
 CSV_IDENTITY = ("name", "identifier", "birth_date", "age", "sex")    # with --identifiers
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -104,7 +104,8 @@ def write_csv(result: BatchResult, out: TextIO, knowledge: Knowledge | None = No
                 head += list(entry.identity.to_dict().values())
             writer.writerows([_cell(v) for v in (
                 *head, p.patient, f.contributor, f.category, f.grade, " ".join(f.sources), f.date or "",
-                " ".join(f.references), f.reason, cramps)] for f in p.review.findings)
+                " ".join(f.references), f.reason, cramps, "true" if f.possibly_stale else "false")]
+                for f in p.review.findings)
 
 
 def to_csv(result: BatchResult, knowledge: Knowledge | None = None, options: ReportOptions | None = None) -> str:
