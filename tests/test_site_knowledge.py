@@ -51,7 +51,8 @@ def test_site_value_set_extends_a_contributor_through_the_service(site_env, tmp_
     assert response.status_code == 200
     card = response.get_json()["cards"][0]
     assert "loop-diuretic" in json.dumps(card["extension"])
-    assert "**Loop diuretic**: FUROS 20 TAB" in card["detail"] and "MedicationRequest/m1" in card["detail"]
+    assert "**Loop diuretic**" in card["detail"] and "FUROS 20 TAB" in card["detail"]
+    assert card["extension"]["org.cramp-cds.review"]["references"]["loop-diuretic"] == ["MedicationRequest/m1"]
 
 
 def test_site_value_set_extends_a_contributor_in_the_batch_review(site_env, tmp_path, capsys):
