@@ -27,8 +27,9 @@ from tests.builders import NOW
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "patients"
 RANKED = ["Patient/sample-quinine", "Patient/sample-lss", "Patient/sample-cirrhosis", "Patient/sample-ckd",
-          "Patient/sample-lasix", "Patient/sample-diabetes", "Patient/sample-asthma", "Patient/sample-hctz",
-          "Patient/sample-pregnancy", "Patient/sample-e1drugs", "Patient/sample-cramps-only"]
+          "Patient/sample-labstrings", "Patient/sample-lasix", "Patient/sample-diabetes", "Patient/sample-asthma",
+          "Patient/sample-hctz", "Patient/sample-negation", "Patient/sample-pregnancy", "Patient/sample-esrd",
+          "Patient/sample-e1drugs", "Patient/sample-stale", "Patient/sample-ckd3", "Patient/sample-cramps-only"]
 LINK = "https://ehr.example.org/patient/{id}"
 
 
@@ -64,13 +65,13 @@ def test_the_worklist_opens_ranked_with_its_denominators_and_names_nobody_by_def
     open_report(browser, reports["plain"])
     assert "worklist" in browser.title
     assert patients(browser) == RANKED
-    assert [by_testid(r, "rank").text for r in rows(browser)] == [str(n) for n in range(1, 12)]
+    assert [by_testid(r, "rank").text for r in rows(browser)] == [str(n) for n in range(1, 17)]
     first = rows(browser)[0]
     assert by_testid(first, "tier").text == "Quinine current"
     assert by_testid(first, "reason").text.startswith("Quinine: quinine sulfate 324 mg capsule at bedtime")
-    assert by_testid(browser, "shown-count").text == "Showing 11 of 11 patients"
+    assert by_testid(browser, "shown-count").text == "Showing 16 of 16 patients"
     assert by_testid(browser, "denominators").text.startswith(
-        "Percentages are of the 11 patients reviewed (12 listed, less 1 deceased who are not reviewed).")
+        "Percentages are of the 16 patients reviewed (17 listed, less 1 deceased who are not reviewed).")
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Daniel Okafor" not in body and "SAMPLE-CKD" not in body and "1955-11-02" not in body
     assert "run with --identifiers" in body
@@ -102,7 +103,7 @@ def test_filters_and_search_narrow_the_list(browser, reports):
     contributor.select_by_visible_text("Thiazide or thiazide-like diuretic")
     assert patients(browser) == ["Patient/sample-lss", "Patient/sample-ckd", "Patient/sample-asthma",
                                  "Patient/sample-hctz"]
-    assert by_testid(browser, "shown-count").text == "Showing 4 of 11 patients"
+    assert by_testid(browser, "shown-count").text == "Showing 4 of 16 patients"
     Select(by_testid(browser, "filter-tier")).select_by_value("3")
     assert patients(browser) == ["Patient/sample-asthma", "Patient/sample-hctz"]
     Select(by_testid(browser, "filter-cramps")).select_by_value("no")
@@ -113,7 +114,7 @@ def test_filters_and_search_narrow_the_list(browser, reports):
 
     Select(by_testid(browser, "filter-grade")).select_by_value("moderate")
     assert patients(browser) == ["Patient/sample-diabetes", "Patient/sample-asthma", "Patient/sample-hctz",
-                                 "Patient/sample-e1drugs"]
+                                 "Patient/sample-e1drugs", "Patient/sample-stale"]
     Select(by_testid(browser, "filter-grade")).select_by_value("")
     search = by_testid(browser, "search")
     search.send_keys("loop diuretic")
@@ -140,7 +141,7 @@ def test_opening_a_patient_shows_what_the_live_card_says(browser, reports):
     assert by_testid(detail, "card-summary").text == card["summary"]
     shown = by_testid(detail, "card-detail")
     assert [li.text.split(":")[0] for li in shown.find_elements(By.TAG_NAME, "li")] == [
-        "Low potassium", "Thiazide or thiazide-like diuretic", "Loop diuretic", "Chronic kidney disease or dialysis"]
+        "Low potassium", "Thiazide or thiazide-like diuretic", "Loop diuretic", "End-stage renal disease or dialysis"]
     assert shown.find_element(By.TAG_NAME, "strong").text == "Low potassium"   # Markdown rendered, not shown raw
     assert "**" not in shown.text and "Advisory only" in shown.text
     assert "Observation/ckd-obs-k-20261005" in detail.text    # the resource behind the finding

@@ -28,9 +28,11 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "patients"
 AS_OF = "2026-11-01"
 # samples/README.md gives each sample's findings as of 2026-11-01; the tiers follow from them
 RANKED = [("Patient/sample-quinine", 1), ("Patient/sample-lss", 2), ("Patient/sample-cirrhosis", 2),
-          ("Patient/sample-ckd", 2), ("Patient/sample-lasix", 2), ("Patient/sample-diabetes", 3),
-          ("Patient/sample-asthma", 3), ("Patient/sample-hctz", 3), ("Patient/sample-pregnancy", 4),
-          ("Patient/sample-e1drugs", 4), ("Patient/sample-cramps-only", 6)]
+          ("Patient/sample-ckd", 2), ("Patient/sample-labstrings", 2), ("Patient/sample-lasix", 2),
+          ("Patient/sample-diabetes", 3), ("Patient/sample-asthma", 3), ("Patient/sample-hctz", 3),
+          ("Patient/sample-negation", 4), ("Patient/sample-pregnancy", 4), ("Patient/sample-esrd", 4),
+          ("Patient/sample-e1drugs", 4), ("Patient/sample-stale", 4), ("Patient/sample-ckd3", 4),
+          ("Patient/sample-cramps-only", 6)]
 NAMES = ("Daniel Okafor", "Margaret Ashworth", "SAMPLE-CKD", "1955-11-02")
 
 
@@ -46,7 +48,7 @@ def test_samples_are_ranked_by_what_needs_action_first(capsys):
     doc = json.loads(out)
     ranked = [(p["patient"], p["priority"]["tier"]) for p in doc["patients"] if p["rank"] is not None]
     assert ranked == RANKED
-    assert [p["rank"] for p in doc["patients"]] == [*range(1, 12), None]
+    assert [p["rank"] for p in doc["patients"]] == [*range(1, 17), None]
     deceased = doc["patients"][-1]
     assert deceased["patient"] == "Patient/sample-deceased" and deceased["priority"]["reason"] == "deceased: not reviewed"
     first = doc["patients"][0]["priority"]
@@ -54,9 +56,9 @@ def test_samples_are_ranked_by_what_needs_action_first(capsys):
     assert first["reason"].endswith("leg cramps documented")
     ckd = next(p for p in doc["patients"] if p["patient"] == "Patient/sample-ckd")["priority"]["reason"]
     assert ckd.startswith("Low potassium: Potassium") and "3.1 mmol/L on 2026-10-05" in ckd
-    assert doc["worklist"] == {"onWorklist": 11, "reviewed": 11, "deceased": 1, "tiers": {
-        "Quinine current": 1, "Electrolyte low": 4, "Recently started drug, cramps documented": 3,
-        "Cramps documented, contributors on record": 2, "Cramps documented, no contributor found": 1}}
+    assert doc["worklist"] == {"onWorklist": 16, "reviewed": 16, "deceased": 1, "tiers": {
+        "Quinine current": 1, "Electrolyte low": 5, "Recently started drug, cramps documented": 3,
+        "Cramps documented, contributors on record": 6, "Cramps documented, no contributor found": 1}}
 
 
 def test_a_recent_start_ranks_high_only_with_cramps_documented():
@@ -142,14 +144,14 @@ def test_since_report_marks_new_and_changed_patients(tmp_path, capsys):
     now = json.loads(out)
     marks = {p["patient"]: p.get("sincePrevious") for p in now["patients"] if p["rank"]}
     assert marks["Patient/sample-ckd"] == "changed" and marks["Patient/sample-hctz"] is None
-    assert marks["Patient/sample-quinine"] == "new" and list(marks.values()).count("new") == 9
-    assert now["worklist"]["sincePrevious"] == {"report": str(earlier), "asOf": AS_OF, "new": 9, "changed": 1,
+    assert marks["Patient/sample-quinine"] == "new" and list(marks.values()).count("new") == 14
+    assert now["worklist"]["sincePrevious"] == {"report": str(earlier), "asOf": AS_OF, "new": 14, "changed": 1,
                                                 "noLongerListed": 0}
     _, out, _ = run_cli(capsys, "--quiet", "--format", "csv", "--since-report", str(earlier))
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["patient"]: r["since_previous"] for r in rows}["Patient/sample-ckd"] == "changed"
     page = run_cli(capsys, "--quiet", "--format", "html", "--since-report", str(earlier))[1]
-    assert "<b>9</b> new on the worklist, <b>1</b> with a new" in page
+    assert "<b>14</b> new on the worklist, <b>1</b> with a new" in page
 
     (tmp_path / "notes.json").write_text("[1, 2]")
     code, _, err = run_cli(capsys, "--quiet", "--since-report", str(tmp_path / "notes.json"))
@@ -171,7 +173,7 @@ def test_fhir_worklist_is_a_valid_transaction_of_a_list_and_tasks(tmp_path, caps
     assert lst["resourceType"] == "List" and lst["mode"] == "working" and lst["orderedBy"]["coding"][0]["code"] == "priority"
     assert [e["item"]["reference"] for e in lst["entry"]] == [p for p, _ in RANKED]
     assert [t["for"]["reference"] for t in tasks] == [p for p, _ in RANKED]
-    assert [t["priority"] for t in tasks[:6]] == ["urgent"] * 5 + ["routine"]
+    assert [t["priority"] for t in tasks[:7]] == ["urgent"] * 6 + ["routine"]
     assert tasks[0]["intent"] == "proposal" and tasks[0]["status"] == "requested"
     assert tasks[0]["description"].startswith("Rank 1: Quinine current. Quinine: quinine sulfate")
     assert all(e["request"]["ifNoneExist"].startswith("identifier=") for e in doc["entry"][1:])
@@ -190,7 +192,7 @@ def test_the_detail_shows_the_live_card_text(tmp_path, capsys):
             cards += 1
             assert f'<span data-testid="card-summary">{escape(card.body["summary"])}</span>' in page
     # every worklist patient but the one with cramps and no contributor gets a card, as in the live service
-    assert cards == 10 and page.count('data-testid="card"') == 10 and page.count('data-testid="no-card"') == 1
+    assert cards == 15 and page.count('data-testid="card"') == 15 and page.count('data-testid="no-card"') == 1
 
 
 def test_export_logs_and_event_files_are_not_fhir_and_not_bad_records(tmp_path, capsys):
@@ -234,4 +236,4 @@ def test_the_detail_follows_the_services_trigger_policy(tmp_path, capsys):
     main([*common, "--card-trigger", "any"])
     with_any = capsys.readouterr().out
     assert with_any.count('data-testid="card"') == 3 and with_any.count('data-testid="no-card"') == 1
-    assert "Leg-cramp review: 1 possible contributor on record (long-acting beta-2 agonist (laba))" in with_any
+    assert "Leg-cramp review; possible contributor: long-acting beta-2 agonist (LABA)" in with_any
