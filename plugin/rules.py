@@ -10,6 +10,7 @@ from plugin.knowledge import DIURETICS, Knowledge
 from plugin.record import ConditionFact, LabFact, MedicationFact, PatientIdentity, PatientRecord
 from plugin.units import canonical_unit
 
+REFILL_KINDS = ("MedicationDispense", "MedicationAdministration")
 MAX_REASONS = 3  # a card line stays readable; the references keep the full list
 
 
@@ -142,13 +143,15 @@ def _medication_findings(meds: list[MedicationFact], stale: set[str], now: datet
         c = knowledge.contributors[cid]
         facts.sort(key=lambda f: (f.reference in stale, _when(f.start), f.reference))  # current, then oldest first
         starts = sorted(s for f in facts if (s := f.start))
-        # The class started when its earliest record did: a refill dispensed last month is not a new start.
-        first_start = min(facts, key=lambda f: parse_when(f.start) or now).start
-        recent = bool(c.recent_start_months) and within(first_start, now, days=months_to_days(c.recent_start_months))
+        # Orders and statements say when a drug started; a dispense (a refill) or a dose given says so only
+        # when nothing else is on record.
+        beginnings = [f for f in facts if f.kind not in REFILL_KINDS] or facts
+        window = months_to_days(c.recent_start_months or 0)
+        started = next((f for f in beginnings if c.recent_start_months and within(f.start, now, days=window)), None)
+        recent = started is not None
         reasons = [f.description if ordered else _medication_reason(f, f.reference in stale) for f in facts]
         if recent and not ordered:
-            first = next(n for n, f in enumerate(facts) if f.start == first_start)
-            reasons[first] += f" (started within {c.recent_start_months} months)"
+            reasons[facts.index(started)] += f" (started within {c.recent_start_months} months)"
         findings.append(Finding(
             contributor=cid, category=c.category, label=c.label, grade=c.grade, sources=c.evidence,
             reason=_joined(reasons), references=tuple(dict.fromkeys(f.reference for f in facts)),

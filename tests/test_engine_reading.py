@@ -195,7 +195,7 @@ def test_condition_status_as_text_only():
     ("O09.91", "pregnancy"), ("G62.9", "neuropathy"),
 ])
 def test_icd10_prefixes_and_ranges(code, contributor):
-    assert contributor in found(condition("c", icd(code)))
+    assert contributor in found(condition("c", icd(code), onset="2026-09-01"))  # recent: pregnancy has a window
 
 
 @pytest.mark.parametrize("code", ["E07.9", "E14.9", "K73.9"])
@@ -209,7 +209,8 @@ def test_condition_matched_by_snomed_and_reported_how():
 
 
 @pytest.mark.parametrize(("text", "matches"), [
-    ("Cirrhosis of liver", True), ("History of cirrhosis", False), ("No cirrhosis", False),
+    # cirrhosis persists: "history of" is historical, not absent (episodic conditions: tests/test_engine_context.py)
+    ("Cirrhosis of liver", True), ("History of cirrhosis", True), ("No cirrhosis", False),
     ("non-cirrhotic", False), ("Screening for cirrhosis", False),
 ])
 def test_condition_text_fallback_skips_negations(text, matches):

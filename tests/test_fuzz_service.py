@@ -311,6 +311,9 @@ def _seeds() -> dict[str, list[dict]]:
         "medications": [hctz, by_reference, med_request("q1", QUININE)],
         "statements": [statement],
         "dispenses": [dispense],
+        "administrations": [{"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+                             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2026-01-01T10:00:00Z",
+                             "medicationCodeableConcept": {"text": "iron sucrose 20 MG/ML injection"}}],
         "conditions": [condition, ckd],
         "observations": [k, panel],
     }

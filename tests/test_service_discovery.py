@@ -58,7 +58,7 @@ def test_d3_p3_templates_use_only_root_level_context_tokens(client):
     for s in client.get("/cds-services").get_json()["services"]:
         for template in s["prefetch"].values():
             for token in re.findall(r"\{\{(.*?)\}\}", template):
-                assert token in ("context.patientId", "today() - 365 days", "today() - 180 days")
+                assert token in ("context.patientId", "today() - 365 days", "today() - 30 days")
 
 
 def test_g2_discovery_has_no_null_or_empty_values(client):

@@ -278,7 +278,8 @@ def test_p7_sample_order_sign_fetches_everything_from_its_fhir_server(client):
     base = body["fhirServer"].rstrip("/")
     data = prefetch_from([e["resource"] for e in bundle["entry"]], body["context"]["patientId"], base)
     paths = {"patient": f"/Patient/{body['context']['patientId']}", "medications": "/MedicationRequest",
-             "statements": "/MedicationStatement", "dispenses": "/MedicationDispense", "conditions": "/Condition",
+             "statements": "/MedicationStatement", "dispenses": "/MedicationDispense",
+             "administrations": "/MedicationAdministration", "conditions": "/Condition",
              "observations": "/Observation"}
     with responses.RequestsMock() as rsps:
         for key, value in data.items():

@@ -37,7 +37,8 @@ from tests.service_fixtures.support import (
 )
 
 PATHS = {"patient": f"/Patient/{PID}", "medications": "/MedicationRequest", "statements": "/MedicationStatement",
-         "dispenses": "/MedicationDispense", "conditions": "/Condition", "observations": "/Observation"}
+         "dispenses": "/MedicationDispense", "administrations": "/MedicationAdministration",
+         "conditions": "/Condition", "observations": "/Observation"}
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
     from plugin.validation import preload as preload_models
 
     knowledge = plugin.default_knowledge()
-    registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days)
+    registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days, settings.review_options)
     database = Database(settings.database_url)
     database.migrate()
     store = FeedbackStore(database, suppression_days=settings.suppression_days,

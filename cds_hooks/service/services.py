@@ -10,8 +10,13 @@ LOINC = "http://loinc.org"
 HOOKS = ("patient-view", "order-select", "order-sign")
 # Supplementary keys: fetched from fhirServer when missing, but their absence is not a 412 (many EHRs do not
 # record statements or dispenses; the orders, conditions and labs are what a review cannot do without).
-OPTIONAL_KEYS = frozenset({"statements", "dispenses"})
-DISPENSE_WINDOW_DAYS = ReviewOptions.dispense_window_days  # what the rules count as a current dispense
+OPTIONAL_KEYS = frozenset({"statements", "dispenses", "administrations"})
+DEFAULTS = ReviewOptions()
+
+
+def dispense_days(options: ReviewOptions = DEFAULTS) -> int:
+    """How far back dispenses matter: a current dispense, or activity that keeps an order from being stale."""
+    return max(options.dispense_window_days, options.stale_order_days)
 
 
 @dataclass(frozen=True)
@@ -30,8 +35,11 @@ class Service:
         return entry
 
 
-def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int) -> dict[str, str]:
-    """The prefetch templates every service declares (P1, P5 query subset; tokens per P2/P3)."""
+def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int,
+                       options: ReviewOptions = DEFAULTS) -> dict[str, str]:
+    """The prefetch templates every service declares (P1, P5 query subset; tokens per P2/P3).
+
+    The windows follow the rules' own (`options`), so the live card sees what the batch review reads."""
     codes = ",".join(f"{LOINC}|{code}" for code in lab_loincs)
     observations = (
         "Observation?patient={{context.patientId}}"
@@ -43,7 +51,9 @@ def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int) -> dic
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,draft",
         "statements": "MedicationStatement?patient={{context.patientId}}&status=active,intended,on-hold",
         "dispenses": "MedicationDispense?patient={{context.patientId}}"
-                     f"&whenhandedover=ge{{{{today() - {DISPENSE_WINDOW_DAYS} days}}}}",
+                     f"&whenhandedover=ge{{{{today() - {dispense_days(options)} days}}}}",
+        "administrations": "MedicationAdministration?patient={{context.patientId}}"
+                           f"&effective-time=ge{{{{today() - {options.administration_window_days} days}}}}",
         "conditions": "Condition?patient={{context.patientId}}",
         "observations": observations,
     }
@@ -56,8 +66,9 @@ _COMMON = (
 )
 
 
-def build_registry(lab_loincs: Iterable[str], lab_lookback_days: int) -> dict[str, Service]:
-    templates = prefetch_templates(tuple(lab_loincs), lab_lookback_days)
+def build_registry(lab_loincs: Iterable[str], lab_lookback_days: int,
+                   options: ReviewOptions = DEFAULTS) -> dict[str, Service]:
+    templates = prefetch_templates(tuple(lab_loincs), lab_lookback_days, options)
     services = [
         Service(
             id="leg-cramp-patient-view",

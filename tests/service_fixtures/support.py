@@ -27,8 +27,8 @@ HYDROCHLOROTHIAZIDE = ("310798", "hydrochlorothiazide 25 MG Oral Tablet")
 FUROSEMIDE = ("313988", "Furosemide 40 MG Oral Tablet")
 QUININE = ("997010", "quinine sulfate 324 MG Oral Capsule")
 ACETAMINOPHEN = ("313782", "Acetaminophen 325 MG Oral Tablet")
-KEYS = ("patient", "medications", "statements", "dispenses", "conditions", "observations")
-OPTIONAL = ("statements", "dispenses")
+KEYS = ("patient", "medications", "statements", "dispenses", "administrations", "conditions", "observations")
+OPTIONAL = ("statements", "dispenses", "administrations")
 SERVICE_FOR = {"patient-view": "leg-cramp-patient-view", "order-select": "leg-cramp-order-select",
                "order-sign": "leg-cramp-order-sign"}
 
@@ -122,7 +122,9 @@ def prefetch_from(resources: list[dict], patient_id: str, base: str = FHIR) -> d
         "statements": searchset(*[m for m in by_type.get("MedicationStatement", [])
                                   if m.get("status") in ("active", "intended", "on-hold")], base=base),
         "dispenses": searchset(*[d for d in by_type.get("MedicationDispense", [])
-                                 if str(d.get("whenHandedOver", ""))[:10] >= days_ago(180)], base=base),
+                                 if str(d.get("whenHandedOver", ""))[:10] >= days_ago(365)], base=base),
+        "administrations": searchset(*[a for a in by_type.get("MedicationAdministration", [])
+                                       if str(a.get("effectiveDateTime", ""))[:10] >= days_ago(30)], base=base),
         "conditions": searchset(*by_type.get("Condition", []), base=base),
         "observations": searchset(*[o for o in by_type.get("Observation", []) if recent_lab(o)], base=base),
     }
@@ -134,12 +136,14 @@ def outcome(text: str = "upstream failure") -> dict:
 
 
 def full_prefetch(*, meds: list[dict] = (), statements: list[dict] = (), conditions: list[dict] = (),
-                  observations: list[dict] = (), dispenses: list[dict] = (), pid: str = PID) -> dict:
+                  observations: list[dict] = (), dispenses: list[dict] = (), administrations: list[dict] = (),
+                  pid: str = PID) -> dict:
     return {
         "patient": patient(pid),
         "medications": searchset(*meds),
         "statements": searchset(*statements),
         "dispenses": searchset(*dispenses),
+        "administrations": searchset(*administrations),
         "conditions": searchset(*conditions),
         "observations": searchset(*observations),
     }
