@@ -71,7 +71,7 @@ def compose_summary(head: str, names: list[str], tail: str = "") -> str:
         text = f"{head}{', '.join(names[:shown])}{more}{tail}"
         if len(text) < SUMMARY_LIMIT:
             return text
-    return _words_within(f"{head}{len(names)} contributors{tail}", SUMMARY_LIMIT)
+    return _words_within(f"{head}{len(names)} listed below{tail}", SUMMARY_LIMIT)  # no name fits whole
 
 
 def _line(f: Finding, knowledge: Knowledge) -> str:

@@ -37,14 +37,14 @@ def synthetic(label: str, *, n: int = 1) -> dict:
     return card.body
 
 
-def test_c1_summary_boundary_is_139_characters():
-    summaries = [synthetic("x" * k)["summary"] for k in range(1, 160)]
-    assert all(len(s) < 140 for s in summaries)
-    whole = [s for s in summaries if not s.endswith("…")]
-    cut = [s for s in summaries if s.endswith("…")]
-    assert whole and cut
-    assert max(len(s) for s in whole) == 139  # 139 characters fit; 140 is cut
-    assert min(len(s) for s in cut) >= 130, "a cut summary keeps nearly all of its room"
+def test_c1_summary_is_composed_to_fit_and_never_cut():
+    """Issue 12: names are shown whole while they fit, up to the last character of room; never cut mid-word."""
+    summaries = {k: synthetic("x" * k)["summary"] for k in range(1, 160)}
+    assert all(len(s) < 140 and "…" not in s for s in summaries.values())
+    fits = [k for k, s in summaries.items() if "x" * k in s]
+    assert fits == list(range(1, max(fits) + 1))
+    assert len(summaries[max(fits)]) == 139  # 139 characters fit; 140 do not
+    assert all(s.endswith("1 listed below") for k, s in summaries.items() if k > max(fits))
 
 
 def test_leg_cramps_documented_sentence_names_the_record():
@@ -107,20 +107,22 @@ def test_order_select_lab_suggestion_follows_the_listed_diuretic():
     assert [a["type"] for a in suggestion["actions"]] == ["create"] * 4
 
 
-def test_links_are_at_most_five_and_labelled():
+def test_every_cited_key_is_linked_and_labelled():
     meds = [med_request(f"m{i}", rx(code)) for i, code in enumerate(["310798", "36117", "313988", "617312", "9997"])]
     conds = [condition(f"c{i}", icd(code)) for i, code in enumerate(["K74.60", "N18.4", "M48.062", "G62.9"])]
     body = card_for([cramps(), *meds, *conds, lab("k", "2823-3", 3.0, "mmol/L")]).body
-    assert_valid_card(body)
-    assert 0 < len(body["links"]) <= 5
+    assert_valid_card(body)  # card_checks: a link for every evidence key the card cites
+    assert {"E2", "E14", "E11", "E21"} <= {link["label"].split(":")[0] for link in body["links"]}
     assert all(len(link["label"]) <= 120 and link["type"] == "absolute" for link in body["links"])
     assert len({link["url"] for link in body["links"]}) == len(body["links"])
 
 
-def test_references_beyond_three_are_elided_on_the_card_line():
+def test_references_stay_in_the_extension_not_in_the_sentences():
     meds = [med_request(f"m{i}", rx("310798", f"hydrochlorothiazide {i}")) for i in range(1, 6)]
-    detail = card_for([cramps(), *meds]).body["detail"]
-    assert "`MedicationRequest/m3`" in detail and "MedicationRequest/m4" not in detail and " …" in detail
+    body = card_for([cramps(), *meds]).body
+    assert "MedicationRequest/" not in body["detail"] and " …" not in body["detail"]
+    refs = body["extension"]["org.cramp-cds.review"]["references"]["thiazide-diuretic"]
+    assert refs == [f"MedicationRequest/m{i}" for i in range(1, 6)]
 
 
 def test_unknown_trigger_policy_is_refused():
@@ -176,13 +178,14 @@ def test_markdown_escaping_of_record_text():
     assert md("plain text, 3.5 mmol/L (low) - ok") == "plain text, 3.5 mmol/L (low) - ok"
 
 
-def test_fhir_references_are_code_and_other_references_escaped():
+def test_fhir_references_are_never_in_the_sentences():
     card = card_for([cramps(), med_request("h-1.a", rx("310798", "hctz"))])
-    assert "`MedicationRequest/h-1.a`" in card.body["detail"]
+    assert "h-1.a" not in card.body["detail"] and "**Thiazide or thiazide-like diuretic**: hctz" in card.body["detail"]
     odd = Finding(contributor="statin", category="medication", label="Statin", grade="weak", sources=("E2",),
                   reason="simvastatin", references=("urn:uuid:a_b",))
     body = build_card(Review(patient="Patient/p1", findings=[odd]), hook="patient-view", trigger="any").body
-    assert "(urn:uuid:a\\_b)" in body["detail"] and "`urn" not in body["detail"]
+    assert "urn:uuid" not in body["detail"]
+    assert body["extension"]["org.cramp-cds.review"]["references"] == {"statin": ["urn:uuid:a_b"]}
 
 
 def test_lab_suggestion_for_a_review_without_a_patient_reference():

@@ -192,7 +192,7 @@ def test_cramps_documented_finding_is_a_trigger_not_a_contributor():
 
 def test_dispense_reason_and_date():
     f = found(dispense("d", "2026-09-15T10:00:00Z"))["thiazide-diuretic"]
-    assert "dispensed since 2026-09-15" in f.reason and f.date == "2026-09-15"
+    assert "dispensed 2026-09-15" in f.reason and f.date == "2026-09-15"  # a hand-over is an event
 
 
 def test_finding_date_is_the_latest_start_and_status_is_named():
