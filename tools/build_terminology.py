@@ -122,10 +122,20 @@ PEDSNET_CONDITIONS = {
                             r"pregnancy test|not pregnant|childcare|contracept|procreative|infertil|" + _ENDED),
 }
 PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
-                 "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv"]
+                 "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv",
+                 # quinine combinations (aminophylline / quinine; aspirin / quinine), Symbicort and Breztri forms,
+                 # ARB / HCTZ and naproxen / esomeprazole products: sets built for other studies, read for ours
+                 "drugs/rx_2023_07_Aminophylline_V1.csv", "drugs/rx_2023_11_COVID19Medications_V1.csv",
+                 "drugs/rx_2021_03_ReninAngioTensinAldosteronSystemBlockers_V1.csv",
+                 "drugs/rx_2022_08_ProtonPumpInhibitors_V1.csv"]
 SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
 SSMITH_LIPIDS = "lipid_lowering_therapy/antilipidemics_rxcui_classes.sas7bdat"
-PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml"]
+PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml", "input/vocabulary/valueset-aspirin.xml"]  # aspirin / quinine
+# Synthea's disease modules code their medication orders in RxNorm (the COPD module's fluticasone / salmeterol
+# inhaler among them). The upstream repository's snapshot is over the fetch size limit; this fork carries the
+# same modules as of May 2019.
+SYNTHEA_REPO = "drao05/synthea"
+SYNTHEA_MODULES = "src/main/resources/modules"
 CANVAS_DIRS = ["canvas_sdk/value_set/v2022", "canvas_sdk/value_set/v2026"]
 ECQM_DIR = "input/vocabulary/valueset/external"
 _FHIR_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm": "rxnorm", "http://snomed.info/sct": "snomed",
@@ -358,6 +368,8 @@ def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
             name = row.get("concept_name") or ""
             hints = (row["ingredient"],) if row.get("ingredient") else ()
             tty = OMOP_CLASS_TTY.get(row.get("concept_class_id") or "")
+            if vocabulary is None and re.fullmatch(r"\d{1,8}", row["concept_code"]):
+                vocabulary = "RxNorm"   # a set without a vocabulary column: RxNorm codes, OMOP… extension codes
             if vocabulary == "RxNorm":
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), tty, "source" if tty else None)
             elif vocabulary == "NDC" and re.fullmatch(r"\d{11}", row["concept_code"]):
@@ -419,6 +431,28 @@ def read_pddi(pack: Pack, mirror: Mirror) -> None:
                 _add_drug(pack, code, name, hints, partial(str, src), tty, "name pattern" if tty else None)
 
 
+def read_synthea(pack: Pack, mirror: Mirror) -> None:
+    """Synthea's module JSON: every RxNorm coding a module orders or tests for, with its display."""
+    def codings(node):
+        if isinstance(node, dict):
+            if node.get("system") == "RxNorm" and "code" in node:
+                yield str(node["code"]), str(node.get("display", ""))
+            for value in node.values():
+                yield from codings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from codings(value)
+
+    for path in _tree(mirror, SYNTHEA_MODULES, ".json"):
+        for code, name in codings(json.loads(mirror.read(path))):
+            _add_drug(pack, code, name, (), partial(pack.source, mirror, path))
+
+
+def _tree(mirror: Mirror, folder: str, suffix: str) -> list[str]:
+    return sorted(p for p in mirror._run("ls-tree", "-r", "--name-only", mirror.commit, folder).split()
+                  if p.endswith(suffix))
+
+
 # --- brand names -----------------------------------------------------------------------------
 
 _BRAND = re.compile(r"\[([^\]]+)\]\s*$")
@@ -461,6 +495,7 @@ def build(mirrors: Path) -> dict:
     read_pedsnet(pack, Mirror(mirrors, "PEDSnet/Variable-Dictionary"))
     read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
     read_ecqm_content(pack, Mirror(mirrors, "cqframework/ecqm-content-r4-2021"))
+    read_synthea(pack, Mirror(mirrors, SYNTHEA_REPO))
     known = {c["id"] for c in json.loads(CONTRIBUTORS.read_text(encoding="utf-8"))["contributors"]}
     for system, entries in pack.codes.items():
         for code, entry in entries.items():
@@ -531,14 +566,25 @@ def gaps(pack: Pack) -> dict[str, list[str]]:
 
 # What no public list found here covers; said in the pack so that `knowledge show` can say it too.
 NOT_COVERED = {
-    "quinine": "No public product-level list with quinine was found in the snapshots; the knowledge file's "
-               "ingredient and SCD/SBD codes (clinical reference C2, C7, C11, C13) and names still apply.",
-    "raloxifene": "No public product-level list found; ingredient code and names from the knowledge file apply.",
-    "teriparatide": "No public product-level list found; ATC code and names from the knowledge file apply.",
-    "iron-sucrose": "No public product-level list found; matched by name (knowledge file).",
-    "laba": "Only clinical drug forms (SCDF) from PEDSnet's anti-asthmatic set; the knowledge file's SCD/SBD "
-            "codes and brand names (Advair, Symbicort, Breo …) still apply.",
-    "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); other classes have none yet.",
+    "quinine": "No public list read here has a quinine-only product or any quinine SBD, pack or NDC (searched: "
+               "Qualaquin, 'quinine sulfate 324 MG' in public code; VSAC sets in canvas-plugins and cqframework "
+               "eCQM content have none); the combinations (aminophylline / quinine, aspirin / quinine) come from "
+               "PEDSnet and HL7 PDDI-CDS. The knowledge file's ingredient and SCD/SBD codes (clinical reference "
+               "C2, C7, C11, C13) and names still apply.",
+    "raloxifene": "No public product-level list found (searched: raloxifene, Evista, osteoporosis medication value "
+                  "sets); ingredient code and names from the knowledge file apply.",
+    "teriparatide": "No public product-level list found (searched: teriparatide, Forteo); ATC code and names from "
+                    "the knowledge file apply.",
+    "iron-sucrose": "No public product-level list found (searched: iron sucrose, Venofer); matched by name "
+                    "(knowledge file).",
+    "laba": "One SCD (fluticasone / salmeterol, Synthea's COPD module) and clinical and branded drug forms "
+            "(PEDSnet: Symbicort, Breztri); no LABA SBD or NDC in the lists read here. The knowledge file's "
+            "SCD/SBD codes and brand names (Advair, Symbicort, Breo …) still apply.",
+    "conjugated-estrogens": "The VSAC Conjugated Estrogens set (canvas-plugins) lists clinical drugs and packs "
+                            "only (VSAC's medication sets exclude branded drugs); Premarin is matched by name.",
+    "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic.",
+    "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); the NDC lists published beside "
+           "ssmithm's RXCUI lists are over the snapshot size limit, so other classes have none yet.",
 }
 
 
