@@ -6,14 +6,18 @@ the exact wording of a summary.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from plugin import build_card, review
+from plugin.cards import md
+from plugin.knowledge import DEFAULT_PATH, load_knowledge
 from plugin.rules import Finding, Review
 from tests.builders import NOW, bundle, condition, cramps, icd, lab, med_request, patient, rx
 from tests.card_checks import assert_valid_card
+from tests.conftest import ROOT
 
 
 def order_context(*drafts, hook="order-sign"):
@@ -139,8 +143,6 @@ def test_every_contributor_line_shows_its_evidence_grade_and_sources():
 
 def test_override_reasons_are_the_readme_table():
     """README: override reasons have stable codes (system and the four codes with their displays)."""
-    from tests.conftest import ROOT
-
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     system = "https://cramp-cds.org/fhir/CodeSystem/override-reason"
     assert f"`{system}`" in readme
@@ -171,8 +173,6 @@ def test_suggestion_and_source_texts():
 
 
 def test_markdown_escaping_of_record_text():
-    from plugin.cards import md
-
     assert md("a  b\n\t c") == "a b c"
     assert md(r"\`*_{}[]<>|~") == r"\\\`\*\_\{\}\[\]\<\>\|\~"
     assert md("plain text, 3.5 mmol/L (low) - ok") == "plain text, 3.5 mmol/L (low) - ok"
@@ -194,3 +194,59 @@ def test_lab_suggestion_for_a_review_without_a_patient_reference():
     rv = Review(patient=None, findings=[thiazide], monitoring_gap=True)
     (labs,) = build_card(rv, hook="patient-view", trigger="any").body["suggestions"]
     assert {a["resource"]["subject"]["reference"] for a in labs["actions"]} == {"Patient/unknown"}
+
+
+def test_summary_lists_labels_once_joined_by_commas():
+    body = synthetic("alpha", n=2)
+    assert "(alpha, alpha1)" in body["summary"]
+
+
+def test_a_cut_summary_uses_all_its_room_and_never_ends_on_a_separator():
+    cut = [s for k in range(40, 160) for s in [synthetic("x" * k, n=2)["summary"]] if s.endswith("…")]
+    assert cut and max(len(s) for s in cut) == 139
+    assert not [s for s in cut if s[-2] in " ,;("], "a separator left before the ellipsis"
+
+
+def test_reference_elision_boundary_and_line_shape():
+    three = [med_request(f"m{i}", rx("310798", f"hctz {i}")) for i in range(1, 4)]
+    detail = card_for([cramps(), *three]).body["detail"]
+    assert "(`MedicationRequest/m1`, `MedicationRequest/m2`, `MedicationRequest/m3`)." in detail
+    four = card_for([cramps(), *three, med_request("m4", rx("310798", "hctz 4"))]).body["detail"]
+    assert "(`MedicationRequest/m1`, `MedicationRequest/m2`, `MedicationRequest/m3` …)." in four
+
+
+def test_each_line_shows_all_its_sources_and_only_orders_say_ordered_now():
+    draft = med_request("s1", rx("617312", "simvastatin 20 MG Oral Tablet"), status="draft")
+    card = card_for([cramps(), med_request("h0", rx("310798", "hctz")), lab("k", "2823-3", 3.0, "mmol/L")],
+                    hook="order-sign", context=order_context(draft))
+    lines = {line.split("**")[1]: line for line in card.body["detail"].splitlines() if line.startswith("- **")}
+    assert "(ordered now)" in lines["Statin"]
+    assert not [name for name, line in lines.items() if name != "Statin" and "(ordered now)" in line]
+    assert "*Evidence: strong (E3, E1).*" in lines["Low potassium"]
+
+
+def test_active_quinine_is_listed_once_and_said_to_be_active():
+    body = card_for([cramps(), med_request("q", rx("9071", "quinine sulfate"))]).body
+    assert body["summary"].startswith("Active quinine")
+    assert body["detail"].count("- **Quinine") == 1
+
+
+def _knowledge_with_source(tmp_path, key: str, **changes):
+    data = json.loads(DEFAULT_PATH.read_text(encoding="utf-8"))
+    data["sources"][key] = {k: v for k, v in {**data["sources"][key], **changes}.items() if v is not None}
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return load_knowledge(path)
+
+
+def test_link_labels_come_from_the_source_label_or_the_citation_and_stay_short(tmp_path):
+    rv = review([patient(), cramps(), med_request("h", rx("310798"))], now=NOW)
+    default = {link["label"] for link in build_card(rv, hook="patient-view").body["links"]}
+    assert "E2: Garrison et al., Leg cramps and prior prescriptions (Arch Intern Med 2012)" in default
+    unlabelled = _knowledge_with_source(tmp_path, "E2", label=None, citation="First sentence. Second sentence.")
+    labels = {link["label"] for link in build_card(rv, hook="patient-view", knowledge=unlabelled).body["links"]}
+    assert "E2: First sentence" in labels
+    long = _knowledge_with_source(tmp_path, "E2", label="y" * 300)
+    (e2,) = [link["label"] for link in build_card(rv, hook="patient-view", knowledge=long).body["links"]
+             if link["label"].startswith("E2: ")]
+    assert e2 == ("E2: " + "y" * 300)[:120]
