@@ -5,7 +5,11 @@ it). Killed = the tests failed (a mutant that made them hang until the timeout c
 noticed). Survivors that ``mutation-equivalents.toml`` lists as equivalent (no behaviour change) are left out
 of the score; every other survivor is printed with the line it changed, so it can be killed or argued away.
 
-    .venv/bin/python tools/mutation_score.py [--root .] [--survivor-names | --markdown] [MODULE_PREFIX ...]
+    .venv/bin/python tools/mutation_score.py [--root .] [--survivor-names | --markdown | --names]
+                                             [--sample N [--seed S]] [MODULE_PREFIX ...]
+
+``--sample 60`` scores a fixed random sample of 60 mutants per module: run those first
+(``mutmut run $(tools/mutation_score.py --names --sample 60)``) for an estimate when a full run takes too long.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import argparse
 import ast
 import difflib
 import json
+import random
 import sys
 import tomllib
 from collections import Counter
@@ -87,7 +92,14 @@ def is_equivalent(s: Survivor, equivalents: list[dict]) -> bool:
                for e in equivalents)
 
 
-def collect(root: Path, prefixes: list[str]) -> tuple[dict[str, Counter], list[Survivor]]:
+def sample_of(names: list[str], size: int | None, seed: int) -> list[str]:
+    """A fixed random sample of a module's mutants (the same names for the same mutants, size and seed)."""
+    names = sorted(names)
+    return names if size is None or size >= len(names) else sorted(random.Random(seed).sample(names, size))
+
+
+def collect(root: Path, prefixes: list[str], sample: int | None = None,
+            seed: int = 18) -> tuple[dict[str, Counter], list[Survivor]]:
     counts: dict[str, Counter] = {}
     survivors: list[Survivor] = []
     for meta in sorted((root / "mutants").rglob("*.py.meta")):
@@ -96,6 +108,7 @@ def collect(root: Path, prefixes: list[str]) -> tuple[dict[str, Counter], list[S
         if prefixes and not any(module.startswith(p) for p in prefixes):
             continue
         results = json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {})
+        results = {name: results[name] for name in sample_of(list(results), sample, seed)}
         if not results:
             continue
         tally = counts.setdefault(module, Counter())
@@ -116,9 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--survivor-names", action="store_true",
                         help="print only the names of the surviving mutants (to retry them with `mutmut run`)")
     parser.add_argument("--markdown", action="store_true", help="print the per-module table as Markdown (for docs)")
+    parser.add_argument("--sample", type=int, metavar="N",
+                        help="only a fixed random sample of N mutants per module (a quick estimate of the score)")
+    parser.add_argument("--seed", type=int, default=18, help="the sample's seed (default 18)")
+    parser.add_argument("--names", action="store_true",
+                        help="print the names of the (sampled) mutants, to run them with `mutmut run`")
     args = parser.parse_args(argv)
     equivalents = load_equivalents(args.root / "mutation-equivalents.toml")
-    counts, survivors = collect(args.root, args.prefixes)
+    if args.names:
+        for meta in sorted((args.root / "mutants").rglob("*.py.meta")):
+            names = list(json.loads(meta.read_text(encoding="utf-8")).get("exit_code_by_key", {}))
+            module = names[0].rsplit(".", 1)[0] if names else ""
+            if names and (not args.prefixes or any(module.startswith(p) for p in args.prefixes)):
+                print("\n".join(sample_of(names, args.sample, args.seed)))
+        return 0
+    counts, survivors = collect(args.root, args.prefixes, args.sample, args.seed)
     if args.survivor_names:
         print("\n".join(s.name for s in survivors if not is_equivalent(s, equivalents)))
         return 0
