@@ -26,7 +26,12 @@ TARGET_PATIENTS = 20_000_000
 
 def shuffle_write_bytes(spark) -> int:
     """Bytes written by every shuffle so far (Spark's stage metrics, read through the status store)."""
-    stages = spark.sparkContext._jsc.sc().statusStore().stageList(None, None)
+    store = spark.sparkContext._jsc.sc().statusStore()
+    try:   # Spark 4: stageList(statuses, details, withSummaries, quantiles, taskStatus), with Scala defaults
+        defaults = [getattr(store, f"stageList$default${n}")() for n in range(2, 6)]
+        stages = store.stageList(None, *defaults)
+    except Exception:  # noqa: BLE001 - py4j: Spark 3.5's stageList(statuses)
+        stages = store.stageList(None)
     return sum(stages.apply(i).shuffleWriteBytes() for i in range(stages.size()))
 
 

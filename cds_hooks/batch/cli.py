@@ -100,6 +100,32 @@ def link_template(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_review_options(group) -> None:
+    """`--as-of`, the clinical windows and `--no-validate`: the engine's options, the same in every batch driver
+    (`review_options(args)` reads them back)."""
+    group.add_argument("--as-of", type=as_of_date, metavar="DATE",
+                       help="the 'now' for look-backs, YYYY-MM-DD (default: today, UTC)")
+    group.add_argument("--lab-lookback-days", type=positive_int, default=ReviewOptions.lab_lookback_days,
+                       metavar="N", help="electrolyte results older than this are ignored (default: %(default)s)")
+    group.add_argument("--stale-order-days", type=positive_int, default=ReviewOptions.stale_order_days, metavar="N",
+                       help="an order with no activity of its class this long is 'possibly stale' (default: %(default)s)")
+    group.add_argument("--administration-window-days", type=positive_int,
+                       default=ReviewOptions.administration_window_days, metavar="N",
+                       help="a medication administration counts this long after it was given (default: %(default)s)")
+    group.add_argument("--pregnancy-window-days", type=positive_int, default=ReviewOptions.pregnancy_window_days,
+                       metavar="N", help="a pregnancy counts this long after onset or recording (default: %(default)s)")
+    group.add_argument("--no-validate", action="store_true",
+                       help="skip the strict FHIR R4 validation warnings (faster)")
+
+
+def review_options(args: argparse.Namespace) -> ReviewOptions:
+    """The engine's options from what `add_review_options` added."""
+    return ReviewOptions(lab_lookback_days=args.lab_lookback_days, validate=not args.no_validate,
+                         stale_order_days=args.stale_order_days,
+                         administration_window_days=args.administration_window_days,
+                         pregnancy_window_days=args.pregnancy_window_days)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = DESCRIPTION
@@ -133,19 +159,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     work.add_argument("--fhir-worklist", metavar="PATH",
                       help="also write the worklist as a FHIR transaction Bundle (a List and one Task per patient)")
     review = parser.add_argument_group("review")
-    review.add_argument("--as-of", type=as_of_date, metavar="DATE",
-                        help="the 'now' for look-backs, YYYY-MM-DD (default: today, UTC)")
-    review.add_argument("--lab-lookback-days", type=positive_int, default=ReviewOptions.lab_lookback_days,
-                        metavar="N", help="electrolyte results older than this are ignored (default: %(default)s)")
-    review.add_argument("--stale-order-days", type=positive_int, default=ReviewOptions.stale_order_days, metavar="N",
-                        help="an order with no activity of its class this long is 'possibly stale' (default: %(default)s)")
-    review.add_argument("--administration-window-days", type=positive_int,
-                        default=ReviewOptions.administration_window_days, metavar="N",
-                        help="a medication administration counts this long after it was given (default: %(default)s)")
-    review.add_argument("--pregnancy-window-days", type=positive_int, default=ReviewOptions.pregnancy_window_days,
-                        metavar="N", help="a pregnancy counts this long after onset or recording (default: %(default)s)")
-    review.add_argument("--no-validate", action="store_true",
-                        help="skip the strict FHIR R4 validation warnings (faster)")
+    add_review_options(review)
     review.add_argument("--workers", type=positive_int, default=default_workers(), metavar="N",
                         help="parallel worker processes (default: CPU count, %(default)s)")
     review.add_argument("--chunk-bytes", type=positive_int, default=DEFAULT_CHUNK_BYTES, help=argparse.SUPPRESS)
@@ -201,11 +215,7 @@ def run(args: argparse.Namespace) -> int:
                            token=os.environ.get(TOKEN_ENV) or None, max_wait=args.export_timeout)
         config = RunConfig(
             as_of=args.as_of or as_of_date(datetime.now(UTC).date().isoformat()),
-            options=ReviewOptions(lab_lookback_days=args.lab_lookback_days, validate=not args.no_validate,
-                                  stale_order_days=args.stale_order_days,
-                                  administration_window_days=args.administration_window_days,
-                                  pregnancy_window_days=args.pregnancy_window_days),
-            workers=args.workers, chunk_bytes=args.chunk_bytes, fhir=fhir,
+            options=review_options(args), workers=args.workers, chunk_bytes=args.chunk_bytes, fhir=fhir,
             only_documented_cramps=args.only_documented_cramps, contributors=tuple(dict.fromkeys(args.contributor)))
         result = run_review(list(args.inputs), config, progress)
         write_report(result, fmt, args.out, options=report)

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cds_hooks.batch import errors
-from cds_hooks.batch.cli import as_of_date, contributor_id, positive_int
+from cds_hooks.batch.cli import add_review_options, as_of_date, contributor_id, positive_int, review_options
 from cds_hooks.batch.errors import BatchError
-from plugin import ReviewOptions
 
 NAME = "spark-review"
 HELP = "batch chart review of Bulk Data exports on Apache Spark, into Parquet/Delta tables"
@@ -59,12 +58,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="findings only for patients whose record documents leg cramps")
     parser.add_argument("--contributor", action="append", type=contributor_id, default=[], metavar="ID",
                         help="findings only for patients with this contributor (repeatable: any of them)")
-    parser.add_argument("--as-of", type=as_of_date, metavar="DATE",
-                        help="the 'now' for look-backs, YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--lab-lookback-days", type=positive_int, default=ReviewOptions.lab_lookback_days,
-                        metavar="N", help="electrolyte results older than this are ignored (default: %(default)s)")
-    parser.add_argument("--no-validate", action="store_true",
-                        help="skip the strict FHIR R4 validation warnings (faster)")
+    add_review_options(parser)
     spark = parser.add_argument_group("Spark")
     spark.add_argument("--master", metavar="URL",
                        help="e.g. local[4] on a laptop (default: whatever spark-submit or the cluster supplies)")
@@ -99,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = RunConfig(
         as_of=args.as_of or as_of_date(datetime.now(UTC).date().isoformat()),
-        options=ReviewOptions(lab_lookback_days=args.lab_lookback_days, validate=not args.no_validate),
+        options=review_options(args),
         only_documented_cramps=args.only_documented_cramps, contributors=tuple(dict.fromkeys(args.contributor)))
     try:
         spark = spark_session(args.master, dict(args.conf))

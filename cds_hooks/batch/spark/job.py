@@ -249,7 +249,6 @@ def run_spark_review(spark: SparkSession, args: list[str], config: RunConfig, ou
     skipped = [f for f in inputs.ndjson if not f.relevant]
     not_read = json_warnings(inputs)
     partitions = partitions or sc.defaultParallelism
-    state = StreamState(knowledge, {}, config.options.validate, config.as_of, config.options)
     infos = [FileInfo(f.export, f.label, f.type_hint == "Observation") for f in files]
     observation_files = [i for i, info in enumerate(infos) if info.observations]
 
