@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cds_hooks import knowledge_cli
-from cds_hooks.admin import cli as feedback_cli
-from cds_hooks.batch import cli as batch_cli
-from cds_hooks.batch.spark import cli as spark_cli
-from cds_hooks.sandbox import cli as sandbox_cli
 from cds_hooks.settings import Settings, SettingsError
 from plugin.knowledge import KnowledgeError
 
@@ -54,14 +50,24 @@ def _serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: dict[str, Command] = {
+# A command is a Command, or the module that holds its HELP, configure and run: imported only when that command
+# runs (or for --help), so that `cramp-cds serve` does not load the batch review, its reports and the other tools.
+COMMANDS: dict[str, Command | str] = {
     "serve": Command("run the CDS Hooks service", _serve_args, _serve),
-    "review": Command(batch_cli.HELP, batch_cli.configure, batch_cli.run),
-    "spark-review": Command(spark_cli.HELP, spark_cli.configure, spark_cli.run),
-    "sandbox": Command(sandbox_cli.HELP, sandbox_cli.configure, sandbox_cli.run),
-    "feedback-report": Command(feedback_cli.HELP, feedback_cli.configure, feedback_cli.run),
-    "knowledge": Command(knowledge_cli.HELP, knowledge_cli.configure, knowledge_cli.run),
+    "review": "cds_hooks.batch.cli",
+    "spark-review": "cds_hooks.batch.spark.cli",
+    "sandbox": "cds_hooks.sandbox.cli",
+    "feedback-report": "cds_hooks.admin.cli",
+    "knowledge": "cds_hooks.knowledge_cli",
 }
+
+
+def command(name: str) -> Command:
+    found = COMMANDS[name]
+    if isinstance(found, str):
+        module = importlib.import_module(found)
+        found = Command(module.HELP, module.configure, module.run)
+    return found
 
 
 def version_text() -> str:
@@ -83,20 +89,27 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the arguments, only the command they name is loaded (the others are listed bare)."""
     parser = argparse.ArgumentParser(
         prog="cramp-cds", description="CDS Hooks service and review tools for nocturnal leg cramps.")
     parser.add_argument("--version", action=_VersionAction, help="print the version and the knowledge version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, command in COMMANDS.items():
-        command.configure(sub.add_parser(name, help=command.help, description=command.help))
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for name in COMMANDS:
+        if chosen in COMMANDS and name != chosen:
+            sub.add_parser(name)
+            continue
+        found = command(name)
+        found.configure(sub.add_parser(name, help=found.help, description=found.help))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
-        return COMMANDS[args.command].run(args)
+        return command(args.command).run(args)
     except SettingsError as exc:
         print(f"cramp-cds: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
