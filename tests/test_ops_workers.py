@@ -105,14 +105,20 @@ def test_metrics_are_summed_over_the_workers_and_every_log_line_is_json(tmp_path
     assert {json.loads(line)["logger"] for line in lines} >= {"cramp_cds.access", "gunicorn.error"}
 
 
+def cramps_request(pid: str) -> dict:
+    """A patient-view call for patient ``pid`` with documented cramps and a thiazide: one card."""
+    body = hook_request(prefetch=cramps_on_thiazide_prefetch(), pid=pid)
+    for key in ("medications", "conditions"):
+        for entry in body["prefetch"][key]["entry"]:
+            entry["resource"]["subject"]["reference"] = f"Patient/{pid}"
+    body["prefetch"]["patient"]["id"] = pid
+    return body
+
+
 def test_f2_f3_feedback_through_two_workers_is_stored_once_and_suppresses_on_both(tmp_path, database_url):
     with Gunicorn(server_env(tmp_path, database_url), tmp_path / "gunicorn.log") as server:
         def call(i: int) -> dict:
-            body = hook_request(prefetch=cramps_on_thiazide_prefetch(), pid=f"patient-{i}")
-            for key in ("medications", "conditions"):
-                for entry in body["prefetch"][key]["entry"]:
-                    entry["resource"]["subject"]["reference"] = f"Patient/patient-{i}"
-            body["prefetch"]["patient"]["id"] = f"patient-{i}"
+            body = cramps_request(f"patient-{i}")
             [card] = requests.post(server.base + SERVICE, json=body, timeout=30).json()["cards"]
             answer = requests.post(server.base + SERVICE + "/feedback", timeout=30,
                                    json={"feedback": [feedback_entry(card["uuid"], reason="already-addressed")]})
@@ -129,11 +135,7 @@ def test_f2_f3_feedback_through_two_workers_is_stored_once_and_suppresses_on_bot
         assert {r["contributors"] for r in store.issued_rows()} == {"thiazide-diuretic"}
 
         # patient-3's override is seen by whichever worker answers next
-        body = hook_request(prefetch=cramps_on_thiazide_prefetch(), pid="patient-3")
-        for key in ("medications", "conditions"):
-            for entry in body["prefetch"][key]["entry"]:
-                entry["resource"]["subject"]["reference"] = "Patient/patient-3"
-        body["prefetch"]["patient"]["id"] = "patient-3"
+        body = cramps_request("patient-3")
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: requests.post(server.base + SERVICE, json=body, timeout=30).json(),
                                     range(8)))
