@@ -2,6 +2,8 @@
 Evidence: clinical-reference §1.3 (low Ca/Mg/K: strong if deficient, E3/E1) and §2.5 (codes, units)."""
 from __future__ import annotations
 
+import pytest
+
 from plugin import ReviewOptions, review
 from tests.builders import NOW, lab, patient
 
@@ -81,3 +83,75 @@ def test_duplicates_are_collapsed():
 
 def test_unknown_unit_is_not_guessed():
     assert low(lab("k1", "19123-9", 1.0, "furlongs")) == {}
+
+
+# --- issue 12: values as EHRs send them ---------------------------------------------------------------------
+
+def text_lab(oid, loinc, **fields):
+    r = lab(oid, loinc, 0.0, "mmol/L")
+    del r["valueQuantity"]
+    return {**r, **fields}
+
+
+@pytest.mark.parametrize(("value", "is_low"), [
+    ("<2.5", True), ("< 2.5 mmol/L", True), ("3.0", True), ("3.0 mmol/L", True), ("<=3.4", True), ("<=3.5", False),
+    ("<4.0", False),            # a bound above the limit proves nothing
+    (">2.0", False), ("4.1", False), ("hemolysed", False), ("3.0 furlongs", False),
+])
+def test_value_string(value, is_low):
+    assert ("low-potassium" in low(text_lab("k", "2823-3", valueString=value))) is is_low
+
+
+@pytest.mark.parametrize(("comparator", "value", "is_low"), [
+    ("<", 3.5, True), ("<=", 3.5, False), ("<=", 3.4, True), (">", 3.0, False), (">=", 3.6, False), (None, 3.4, True),
+])
+def test_value_quantity_comparator(comparator, value, is_low):
+    obs = lab("k", "2823-3", value, "mmol/L")
+    if comparator:
+        obs["valueQuantity"]["comparator"] = comparator
+    assert ("low-potassium" in low(obs)) is is_low  # default lower limit 3.5 mmol/L
+
+
+def test_comparator_is_shown_with_the_value():
+    obs = lab("k", "2823-3", 2.5, "mmol/L")
+    obs["valueQuantity"]["comparator"] = "<"
+    assert "<2.5 mmol/L" in low(obs)["low-potassium"].reason
+
+
+@pytest.mark.parametrize(("text", "value", "is_low"), [
+    ("3.6-5.2", 3.55, True), ("3.6 - 5.2 mmol/L", 3.55, True), ("3.6 to 5.2", 3.7, False), (">=3.6", 3.55, True),
+    ("normal", 3.4, True),      # unreadable text: the default limit (3.5) decides
+])
+def test_reference_range_given_only_as_text(text, value, is_low):
+    obs = {**lab("k", "2823-3", value, "mmol/L"), "referenceRange": [{"text": text}]}
+    assert ("low-potassium" in low(obs)) is is_low
+
+
+@pytest.mark.parametrize(("interpretation", "flagged"), [
+    ({"text": "Low"}, True), ({"text": "Critically low"}, True), ({"text": "below normal"}, True),
+    ({"coding": [{"system": "http://hl7.org/fhir/v2/0078", "code": "LL"}]}, True),
+    ({"coding": [{"code": "x", "display": "Low"}]}, True),
+    ({"text": "Normal"}, False), ({"text": "Not low"}, False), ({"text": "High"}, False),
+])
+def test_interpretation_given_only_as_text(interpretation, flagged):
+    obs = {**lab("k", "2823-3", 3.8, "mmol/L"), "interpretation": [interpretation]}
+    assert ("low-potassium" in low(obs)) is flagged
+
+
+def test_converted_value_beside_a_limit_in_another_unit():
+    f = low(lab("ca", "2000-8", 1.95, "mmol/L"))["low-calcium"]  # default limit 8.6 mg/dL
+    assert "1.95 mmol/L (7.82 mg/dL)" in f.reason and "8.6 mg/dL" in f.reason
+    same_unit = low(lab("ca", "17861-6", 7.9, "mg/dL"))["low-calcium"]
+    assert "7.9 mg/dL on" in same_unit.reason  # nothing to convert
+
+
+def test_status_policy():
+    prelim = low(lab("k", "2823-3", 3.0, "mmol/L", status="preliminary"))["low-potassium"]
+    assert "preliminary" in prelim.reason
+    assert "preliminary" not in low(lab("k", "2823-3", 3.0, "mmol/L", status="amended"))["low-potassium"].reason
+    final_low = lab("k1", "2823-3", 3.0, "mmol/L", status="final")
+    corrected = lab("k2", "2823-3", 4.0, "mmol/L", status="corrected")   # same time, corrected: it wins
+    assert low(final_low, corrected) == {} and low(corrected, final_low) == {}
+    final_normal = lab("k3", "2823-3", 4.0, "mmol/L", status="final")
+    preliminary_low = lab("k4", "2823-3", 3.0, "mmol/L", status="preliminary")  # same time: the final wins
+    assert low(preliminary_low, final_normal) == {} and low(final_normal, preliminary_low) == {}

@@ -31,7 +31,8 @@ def test_every_setting_is_documented_in_the_module_docstring():
                  "CRAMP_SUPPRESSION_DAYS", "CRAMP_SUPPRESSION_REASONS", "CRAMP_FHIR_CONNECT_TIMEOUT",
                  "CRAMP_FHIR_READ_TIMEOUT", "CRAMP_FHIR_BUDGET", "CRAMP_FHIR_MAX_PAGES", "CRAMP_MAX_BODY_BYTES",
                  "CRAMP_MAX_PREFETCH_RESOURCES", "CRAMP_MAX_FEEDBACK_ENTRIES", "CRAMP_ALLOWED_ORIGINS",
-                 "CRAMP_PUBLIC_BASE_URL", "CRAMP_LOG_LEVEL"):
+                 "CRAMP_PUBLIC_BASE_URL", "CRAMP_LOG_LEVEL", "CRAMP_STALE_ORDER_DAYS",
+                 "CRAMP_ADMINISTRATION_WINDOW_DAYS", "CRAMP_PREGNANCY_WINDOW_DAYS"):
         assert f"`{name}`" in module.__doc__, name
 
 
@@ -41,13 +42,31 @@ def test_review_options_carry_the_clinical_windows(tmp_path):
     assert (s.review_options.lab_lookback_days, s.review_options.monitoring_months) == (200, 6)
 
 
+def test_currency_windows_are_settings_that_reach_the_rules_and_the_prefetch(tmp_path):
+    """Issue 12: each currency rule is a documented setting; the dispense prefetch reaches the stale horizon."""
+    from cds_hooks.service.services import build_registry
+
+    default = Settings.from_env({"CRAMP_PROFILE": "local", "CRAMP_DATA_DIR": str(tmp_path)}).review_options
+    assert (default.stale_order_days, default.administration_window_days, default.pregnancy_window_days) == (
+        365, 30, 300)
+    s = Settings.from_env({"CRAMP_PROFILE": "local", "CRAMP_DATA_DIR": str(tmp_path),
+                           "CRAMP_STALE_ORDER_DAYS": "400", "CRAMP_ADMINISTRATION_WINDOW_DAYS": "14",
+                           "CRAMP_PREGNANCY_WINDOW_DAYS": "280"})
+    o = s.review_options
+    assert (o.stale_order_days, o.administration_window_days, o.pregnancy_window_days) == (400, 14, 280)
+    prefetch = build_registry([], 365, o)["leg-cramp-patient-view"].prefetch
+    assert "whenhandedover=ge{{today() - 400 days}}" in prefetch["dispenses"]
+    assert "effective-time=ge{{today() - 14 days}}" in prefetch["administrations"]
+
+
 @pytest.mark.parametrize(("name", "value"), [
     ("CRAMP_PORT", "eighty"), ("CRAMP_PORT", "70000"), ("CRAMP_PROFILE", "staging"),
     ("CRAMP_TRIGGER_POLICY", "always"), ("CRAMP_FHIR_BUDGET", "-1"), ("CRAMP_FHIR_READ_TIMEOUT", "soon"),
     ("CRAMP_SUPPRESSION_REASONS", "already-addressed,whatever"), ("CRAMP_DATABASE", "mysql://db/cramp"),
     ("CRAMP_DATABASE", ":memory:"), ("CRAMP_ALLOWED_ORIGINS", "ehr.example.org"),
     ("CRAMP_PUBLIC_BASE_URL", "cds.example.org"), ("CRAMP_SECRET_KEY", "short"), ("CRAMP_LOG_LEVEL", "LOUD"),
-    ("CRAMP_MAX_FEEDBACK_ENTRIES", "0"),
+    ("CRAMP_MAX_FEEDBACK_ENTRIES", "0"), ("CRAMP_STALE_ORDER_DAYS", "0"), ("CRAMP_ADMINISTRATION_WINDOW_DAYS", "a month"),
+    ("CRAMP_PREGNANCY_WINDOW_DAYS", "-3"),
 ])
 def test_bad_value_is_a_startup_error_naming_the_variable(tmp_path, name, value):
     with pytest.raises(SettingsError, match=name):
