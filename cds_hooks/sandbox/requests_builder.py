@@ -11,7 +11,8 @@ What the local search understands (the prefetch query subset, P5):
 * ``patient`` / ``subject`` (reference to the Patient, ``Patient/id`` or ``id``), ``_id``;
 * ``status`` and ``intent`` (comma lists of codes); ``code``, ``category``, ``clinical-status``,
   ``verification-status`` (comma lists of ``system|code``, ``|code``, ``code`` or ``system|``);
-* ``date`` (and ``authoredon``, ``effective``, ``onset-date``, ``recorded-date``) with the prefixes
+* ``date`` (and ``authoredon``, ``effective``, ``effective-time``, ``whenhandedover``, ``onset-date``,
+  ``recorded-date``) with the prefixes
   ``eq ne gt lt ge le`` compared by day; resources without the date do not match a date filter;
 * ``_sort`` (``date``/``-date``) is honoured, ``_maxresults`` truncates; ``_count`` is ignored: every match comes
   back in one page, so there is never a ``next`` link the service would try to follow. Other parameters and
@@ -230,6 +231,8 @@ _DATE_PATHS = {
              "recordedDate", "onsetDateTime", "date", "whenHandedOver"),
     "authoredon": ("authoredOn",),
     "effective": ("effectiveDateTime", "effectivePeriod.start"),
+    "effective-time": ("effectiveDateTime", "effectivePeriod.start"),   # MedicationAdministration
+    "whenhandedover": ("whenHandedOver",),                               # MedicationDispense
     "onset-date": ("onsetDateTime", "onsetPeriod.start"),
     "recorded-date": ("recordedDate",),
 }
