@@ -12,16 +12,18 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_DATABASE` | `sqlite:///<CRAMP_DATA_DIR>/cramp.db` | the store (feedback, suppression, `jti` replay memory): `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or a plain file path (SQLite in WAL mode: several workers on one host), or `postgresql://user:password@host:5432/dbname` (several hosts). The schema is created and upgraded at start (Alembic). |
 | `CRAMP_SECRET_KEY` | local: generated once into `<CRAMP_DATA_DIR>/secret_key` (mode 0600); production: **required** | HMAC-SHA256 key that turns `fhirServer + "\|" + patientId` into the opaque patient key the feedback store keeps (it never stores raw patient ids). At least 16 characters. Changing it forgets earlier overrides. |
 | `CRAMP_TRIGGER_POLICY` | `documented` | when `patient-view` speaks: `documented` = only when the record documents leg cramps (or quinine is active); `any` = whenever a contributor is found |
-| `CRAMP_LAB_LOOKBACK_DAYS` | `365` | how far back the `observations` prefetch template (`date=ge{{today() - N days}}`) and the lab rules look |
+| `CRAMP_LAB_LOOKBACK_DAYS` | `365` | how far back the lab rules look (and the `observations` template, with `CRAMP_PREFETCH_DATE_TOKENS=on`) |
+| `CRAMP_PREFETCH_DATE_TOKENS` | `off` | `on` = prefetch templates also bound labs and dispenses by `{{today() - N days}}` (a CDS Hooks 3.0 token); `off` = CDS Hooks 2.0 tokens only, bounded by `_sort` and `_count` |
 | `CRAMP_LAB_SUGGESTION_MONTHS` | `12` | a lab-order suggestion (K, Mg, Ca, creatinine) is offered when a diuretic is current and no such result is newer than this many months (engine `ReviewOptions.monitoring_months`) |
 | `CRAMP_STALE_ORDER_DAYS` | `365` | a medication order or statement with no newer activity of its class (renewal, dispense, statement, administration) for this many days is shown as *possibly stale* (engine `ReviewOptions.stale_order_days`; a US prescription is generally valid for a year) |
 | `CRAMP_ADMINISTRATION_WINDOW_DAYS` | `30` | a MedicationAdministration counts this many days after it was given (`administration_window_days`; an iron sucrose course spans up to about four weeks, Venofer US label) |
 | `CRAMP_PREGNANCY_WINDOW_DAYS` | `300` | a pregnancy counts this many days after its onset or recording, whichever is later (`pregnancy_window_days`; post-term begins at 294 days, ACOG Practice Bulletin 146) |
 | `CRAMP_SUPPRESSION_DAYS` | `30` | an override with a suppressing reason hides the same card for the same patient for this many days (`0` = never suppress) |
 | `CRAMP_SUPPRESSION_REASONS` | `already-addressed,benefit-outweighs-risk` | comma list of override-reason codes (system `https://cramp-cds.org/fhir/CodeSystem/override-reason`) that suppress |
-| `CRAMP_FHIR_CONNECT_TIMEOUT` | `3` | seconds to connect to the client's `fhirServer` when prefetch is missing |
-| `CRAMP_FHIR_READ_TIMEOUT` | `10` | seconds to wait for each FHIR server response |
-| `CRAMP_FHIR_BUDGET` | `8` | total seconds one hook call may spend fetching from the FHIR server (all keys, all pages); then 412 |
+| `CRAMP_FHIR_CONNECT_TIMEOUT` | `0.5` | seconds to connect to the client's `fhirServer` when prefetch is missing |
+| `CRAMP_FHIR_READ_TIMEOUT` | `1.5` | longest wait for any one read from the FHIR server |
+| `CRAMP_FHIR_BUDGET` | `1.5` | one hard deadline for everything one hook call fetches (connect, headers, streamed bodies; all keys, all pages); then 412 |
+| `CRAMP_FHIR_MAX_RESPONSE_BYTES` | `33554432` (32 MiB) | largest single FHIR server answer; larger is a 412 naming the key (read as a stream and cut at the limit) |
 | `CRAMP_FHIR_MAX_PAGES` | `10` | most pages followed (`next` links) per prefetch key; a longer result is a 412 naming the limit |
 | `CRAMP_MAX_BODY_BYTES` | `5242880` (5 MB) | largest request body; larger is 413 (checked on Content-Length before the body is read) |
 | `CRAMP_MAX_PREFETCH_RESOURCES` | `20000` | most resources in one call's prefetch plus fetched pages; more is 413 naming the limit |
@@ -29,6 +31,8 @@ given). A bad value is a start-up error (:class:`SettingsError`) naming the vari
 | `CRAMP_ALLOWED_ORIGINS` | local: `*`; production: none | CORS: `*` or a comma list of origins (`https://ehr.example.org`) allowed to call from a browser. Empty = no `Access-Control-Allow-Origin` header. |
 | `CRAMP_PUBLIC_BASE_URL` | unset | the URL clients use to reach this service (behind a proxy), e.g. `https://cds.example.org`; the JWT `aud` must equal it + the request path. Unset: the request URL without query. |
 | `CRAMP_LOG_LEVEL` | `INFO` | Python logging level for the `cramp_cds` loggers |
+| `CRAMP_LINK_HOSTS` | unset (all) | comma list of hosts card links may point to (a host also allows its subdomains); other links are left off the card |
+| `CRAMP_EVIDENCE_PAGE` | unset | an http(s) URL: every card link (and the card's source) is rewritten to this one evidence page |
 | `CRAMP_SANDBOX` | local: `on`; production: `off` | serve the web sandbox page at `/sandbox/` (it sends no JWT: only useful with authentication off) |
 | `CRAMP_LOG_FORMAT` | local: `text`; production: `json` | `json` = one JSON object per line (time, level, logger, pid, request_id, message and the access line's fields); `text` = one readable line |
 | `CRAMP_METRICS` | local: `on`; production: `off` | serve Prometheus metrics at `/metrics` (summed over gunicorn workers by the production config) |
@@ -81,10 +85,14 @@ class Settings:
     pregnancy_window_days: int = ReviewOptions.pregnancy_window_days
     suppression_days: int = 30
     suppression_reasons: tuple[str, ...] = ("already-addressed", "benefit-outweighs-risk")
-    fhir_connect_timeout: float = 3.0
-    fhir_read_timeout: float = 10.0
-    fhir_budget_seconds: float = 8.0
+    fhir_connect_timeout: float = 0.5
+    fhir_read_timeout: float = 1.5
+    fhir_budget_seconds: float = 1.5
     fhir_max_pages: int = 10
+    fhir_max_response_bytes: int = 32 * 1024 * 1024
+    prefetch_date_tokens: bool = False
+    link_hosts: tuple[str, ...] = ()
+    evidence_page: str | None = None
     max_body_bytes: int = 5 * 1024 * 1024
     max_prefetch_resources: int = 20000
     max_feedback_entries: int = 100
@@ -134,6 +142,13 @@ class Settings:
         public_base_url = reader.text("CRAMP_PUBLIC_BASE_URL", "").rstrip("/") or None
         if public_base_url and not _is_http_url(public_base_url):
             raise SettingsError(f"CRAMP_PUBLIC_BASE_URL: {public_base_url!r} is not an absolute http(s) URL")
+        evidence_page = reader.text("CRAMP_EVIDENCE_PAGE", "") or None
+        if evidence_page and not _is_http_url(evidence_page):
+            raise SettingsError(f"CRAMP_EVIDENCE_PAGE: {evidence_page!r} is not an absolute http(s) URL")
+        link_hosts = tuple(h.lower() for h in reader.csv("CRAMP_LINK_HOSTS", ""))
+        for host in link_hosts:
+            if "/" in host or ":" in host or not host.strip("."):
+                raise SettingsError(f"CRAMP_LINK_HOSTS: {host!r} is not a host name (no scheme, port or path)")
         log_level = reader.text("CRAMP_LOG_LEVEL", "INFO").upper()
         if not isinstance(logging.getLevelName(log_level), int):
             raise SettingsError(f"CRAMP_LOG_LEVEL: unknown level {log_level!r}")
@@ -155,10 +170,15 @@ class Settings:
                                                     low=1, high=3650),
             "suppression_days": reader.integer("CRAMP_SUPPRESSION_DAYS", 30, low=0, high=3650),
             "suppression_reasons": reasons,
-            "fhir_connect_timeout": reader.number("CRAMP_FHIR_CONNECT_TIMEOUT", 3.0),
-            "fhir_read_timeout": reader.number("CRAMP_FHIR_READ_TIMEOUT", 10.0),
-            "fhir_budget_seconds": reader.number("CRAMP_FHIR_BUDGET", 8.0),
+            "fhir_connect_timeout": reader.number("CRAMP_FHIR_CONNECT_TIMEOUT", 0.5),
+            "fhir_read_timeout": reader.number("CRAMP_FHIR_READ_TIMEOUT", 1.5),
+            "fhir_budget_seconds": reader.number("CRAMP_FHIR_BUDGET", 1.5),
             "fhir_max_pages": reader.integer("CRAMP_FHIR_MAX_PAGES", 10, low=1, high=1000),
+            "fhir_max_response_bytes": reader.integer("CRAMP_FHIR_MAX_RESPONSE_BYTES", 32 * 1024 * 1024,
+                                                      low=1024, high=1 << 34),
+            "prefetch_date_tokens": reader.choice("CRAMP_PREFETCH_DATE_TOKENS", "off", ("on", "off")) == "on",
+            "link_hosts": link_hosts,
+            "evidence_page": evidence_page,
             "max_body_bytes": reader.integer("CRAMP_MAX_BODY_BYTES", 5 * 1024 * 1024, low=1024, high=1 << 31),
             "max_prefetch_resources": reader.integer("CRAMP_MAX_PREFETCH_RESOURCES", 20000, low=1, high=10**7),
             "max_feedback_entries": reader.integer("CRAMP_MAX_FEEDBACK_ENTRIES", 100, low=1, high=100000),

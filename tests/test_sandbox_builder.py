@@ -153,13 +153,27 @@ def test_patient_view_from_a_sample_gives_the_same_card_as_the_samples_own_hook_
     assert mine["extension"] == theirs["extension"]
 
 
-def test_the_observation_template_keeps_only_results_inside_the_lookback(client, discovery):
+def test_the_observation_template_keeps_only_results_inside_the_lookback_with_date_tokens(discovery):
+    from cds_hooks.service.services import prefetch_templates
+
+    recent = (date.today() - timedelta(days=30)).isoformat()
+    stale = (date.today() - timedelta(days=400)).isoformat()
+    bundle = patient_bundle(potassium("k-stale", stale, 2.9), potassium("k-recent", recent, 4.4))
+    service = {**service_for_hook(discovery, "patient-view"),
+               "prefetch": prefetch_templates(["2823-3"], 365, date_tokens=True)}  # CRAMP_PREFETCH_DATE_TOKENS=on
+    body = build_request(bundle, "patient-view", service)
+    ids = [e["resource"]["id"] for e in body["prefetch"]["observations"].get("entry", [])]
+    assert ids == ["k-recent"]
+
+
+def test_the_default_observation_template_gives_results_newest_first(client, discovery):
+    """CDS Hooks 2.0 templates: bounded by _sort/_count; the engine's own lookback drops the stale result."""
     recent = (date.today() - timedelta(days=30)).isoformat()
     stale = (date.today() - timedelta(days=400)).isoformat()
     bundle = patient_bundle(potassium("k-stale", stale, 2.9), potassium("k-recent", recent, 4.4))
     body = build_request(bundle, "patient-view", service_for_hook(discovery, "patient-view"))
     ids = [e["resource"]["id"] for e in body["prefetch"]["observations"].get("entry", [])]
-    assert ids == ["k-recent"]
+    assert ids == ["k-recent", "k-stale"]
 
 
 def test_referenced_medications_come_along_as_includes(discovery):

@@ -42,23 +42,26 @@ def test_d3_each_service_has_hook_title_description_id_and_prefetch(client):
         assert prefetch["conditions"] == "Condition?patient={{context.patientId}}"
         codes = ",".join(f"http://loinc.org|{c}" for c in plugin.load_knowledge().lab_loincs)
         assert prefetch["observations"] == (
-            f"Observation?patient={{{{context.patientId}}}}&code={codes}"
-            "&date=ge{{today() - 365 days}}&_sort=-date&_count=200")
+            f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=200")
+        assert prefetch["dispenses"] == (
+            "MedicationDispense?patient={{context.patientId}}&_sort=-whenhandedover&_count=100")
 
 
-def test_d3_observation_lookback_is_a_setting(tmp_path):
-    client = make_client(tmp_path, {"CRAMP_LAB_LOOKBACK_DAYS": "90"})
+def test_d3_p4_date_tokens_and_their_lookback_are_an_opt_in_setting(tmp_path):
+    client = make_client(tmp_path, {"CRAMP_LAB_LOOKBACK_DAYS": "90", "CRAMP_PREFETCH_DATE_TOKENS": "on"})
     for s in client.get("/cds-services").get_json()["services"]:
-        assert "&date=ge{{today() - 90 days}}&" in s["prefetch"]["observations"]
+        assert "&date=ge{{today() - 90 days}}&_sort=-date&_count=200" in s["prefetch"]["observations"]
+        assert "&whenhandedover=ge{{today() - 180 days}}&" in s["prefetch"]["dispenses"]
 
 
-def test_d3_p3_templates_use_only_root_level_context_tokens(client):
+def test_d3_p2_p3_default_templates_use_only_cds_hooks_2_0_tokens(client):
+    """A 2.0 client must be able to fill every key: only root-level context fields (no today(), a 3.0 token)."""
     import re
 
     for s in client.get("/cds-services").get_json()["services"]:
         for template in s["prefetch"].values():
             for token in re.findall(r"\{\{(.*?)\}\}", template):
-                assert token in ("context.patientId", "today() - 365 days", "today() - 30 days")
+                assert token == "context.patientId"
 
 
 def test_g2_discovery_has_no_null_or_empty_values(client):

@@ -149,13 +149,13 @@ def test_p7_fallback_follows_next_links(client, rsps):
 
 def test_p7_page_limit_exceeded_is_412_naming_the_limit(tmp_path, rsps):
     client = make_client(tmp_path, {"CRAMP_FHIR_MAX_PAGES": "2"})
-    serve(rsps, without(full_prefetch(), "observations"))
+    serve(rsps, without(full_prefetch(), "conditions"))
     for n in range(1, 4):
-        url = FHIR + PATHS["observations"] if n == 1 else f"{FHIR}/page/o{n}"
-        rsps.add(responses.GET, url, json=searchset(next_url=f"{FHIR}/page/o{n + 1}"))
+        url = FHIR + PATHS["conditions"] if n == 1 else f"{FHIR}/page/c{n}"
+        rsps.add(responses.GET, url, json=searchset(next_url=f"{FHIR}/page/c{n + 1}"))
     response = post_hook(client, hook_request(fhir_server=FHIR, token=TOKEN, omit_prefetch=True))
     assert response.status_code == 412
-    assert "'observations'" in issue_diagnostics(response) and "2 pages" in issue_diagnostics(response)
+    assert "'conditions'" in issue_diagnostics(response) and "2 pages" in issue_diagnostics(response)
 
 
 def test_next_link_to_another_host_is_not_followed_and_the_token_not_sent(client, rsps):
@@ -171,6 +171,20 @@ def test_next_link_to_another_host_is_not_followed_and_the_token_not_sent(client
 
 @pytest.mark.date_sensitive  # the fallback query's date window is counted back from the wall clock
 def test_p2_p3_template_tokens_resolved_in_fallback_queries(client, rsps):
+    serve(rsps, full_prefetch())
+    assert post_hook(client, hook_request(fhir_server=FHIR, omit_prefetch=True)).status_code == 200
+    [obs] = calls_to(rsps, "observations")
+    query = parse_qs(urlsplit(obs.request.url).query)
+    assert query["patient"] == [PID] and "date" not in query  # 2.0 templates: bounded by _sort/_count
+    assert query["_sort"] == ["-date"] and query["_count"] == ["200"]
+    codes = query["code"][0].split(",")
+    assert codes == [f"http://loinc.org|{c}" for c in plugin.load_knowledge().lab_loincs]
+    [meds] = calls_to(rsps, "medications")
+    assert parse_qs(urlsplit(meds.request.url).query) == {"patient": [PID], "status": ["active,on-hold,draft"]}
+
+
+def test_p4_date_tokens_resolved_in_fallback_queries_when_opted_in(tmp_path, rsps):
+    client = make_client(tmp_path, {"CRAMP_PREFETCH_DATE_TOKENS": "on"})
     serve(rsps, full_prefetch())
     assert post_hook(client, hook_request(fhir_server=FHIR, omit_prefetch=True)).status_code == 200
     [obs] = calls_to(rsps, "observations")

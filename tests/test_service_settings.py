@@ -15,7 +15,9 @@ def test_defaults_are_documented_values(tmp_path):
     assert (s.host, s.port, s.trigger_policy, s.lab_lookback_days, s.suppression_days) == (
         "127.0.0.1", 8080, "documented", 365, 30)
     assert s.suppression_reasons == ("already-addressed", "benefit-outweighs-risk")
-    assert (s.fhir_connect_timeout, s.fhir_read_timeout, s.fhir_budget_seconds, s.fhir_max_pages) == (3, 10, 8, 10)
+    assert (s.fhir_connect_timeout, s.fhir_read_timeout, s.fhir_budget_seconds, s.fhir_max_pages) == (0.5, 1.5, 1.5, 10)
+    assert s.fhir_max_response_bytes == 32 * 1024 * 1024 and s.prefetch_date_tokens is False
+    assert (s.link_hosts, s.evidence_page) == ((), None)
     assert (s.max_body_bytes, s.max_prefetch_resources, s.max_feedback_entries) == (5 * 1024 * 1024, 20000, 100)
     assert s.allowed_origins == ("*",) and s.auth_enabled is False
     assert s.database_path == tmp_path / "cramp.db"

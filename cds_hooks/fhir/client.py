@@ -1,19 +1,24 @@
 """A small FHIR REST client for the prefetch fallback (checklist I2, P6, P7).
 
 One :class:`FhirClient` per hook call: it presents the call's bearer token (I1: held in memory for this call
-only, never logged), uses connect/read timeouts, follows ``next`` links up to a page limit, and shares one
-total time budget (a monotonic deadline) across every request of the call. Every failure becomes
-:class:`FetchFailure` with a reason safe to show the client and to log: no token, no URL, no patient id.
+only, never logged), follows ``next`` links up to a page limit, and shares one total time budget (a monotonic
+deadline) across every request of the call. The deadline covers connect, headers and body: the body is read
+as a stream, one socket read at a time, each with the time that is left, so a server that drips its answer
+cannot hold the call past it. Answers are capped in bytes (per response) and in resources (per call, counted
+as pages arrive). Every failure becomes :class:`FetchFailure` with a reason safe to show the client and to
+log: no token, no URL, no patient id.
 """
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
+import urllib3
 
 from cds_hooks.observability import metrics
 
@@ -38,6 +43,10 @@ class FetchFailure(Exception):
         self.reason = reason
 
 
+class LimitExceeded(FetchFailure):
+    """The FHIR server's answers are over a size limit (bytes of one response, or resources in the call)."""
+
+
 class Budget:
     """A deadline shared by every FHIR request of one hook call."""
 
@@ -59,8 +68,30 @@ class Budget:
 @dataclass(frozen=True)
 class ClientOptions:
     connect_timeout: float
-    read_timeout: float
+    read_timeout: float  # the longest wait for any one socket read (the budget bounds the whole call)
     max_pages: int
+    max_response_bytes: int = 64 * 1024 * 1024
+    max_resources: int | None = None  # resources over every page of the call; None = no limit
+
+
+class ResourceCount:
+    """Resources received so far in one call (pages of every key, fetched concurrently)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def add(self, page: dict) -> None:
+        n = len(page.get("entry") or ()) if page.get("resourceType") == "Bundle" else 1
+        with self._lock:
+            self.total += n
+            over = self.limit is not None and self.total > self.limit
+        if over:
+            raise LimitExceeded(f"the FHIR server's answers hold more than {self.limit} resources (the limit)")
+
+
+READ_CHUNK = 64 * 1024
 
 
 class FhirClient:
@@ -69,6 +100,7 @@ class FhirClient:
         self._token = access_token
         self.options = options
         self.budget = budget
+        self.resources = ResourceCount(options.max_resources)
         origin = urlsplit(self.base_url)
         self._origin = (origin.scheme, origin.netloc.lower())
         self._base_path = origin.path
@@ -91,11 +123,14 @@ class FhirClient:
         on_base = parts.path.startswith(self._base_path) or parts.path == self._base_path.rstrip("/")
         return (parts.scheme, parts.netloc.lower()) == self._origin and on_base
 
-    def fetch(self, relative: str) -> list[dict]:
-        """GET ``relative`` (a read or search) and every ``next`` page; return the pages (resources/Bundles)."""
+    def fetch(self, relative: str, *, follow_next: bool = True) -> list[dict]:
+        """GET ``relative`` (a read or search) and every ``next`` page; return the pages (resources/Bundles).
+
+        ``follow_next=False`` for a count-bounded search (``_sort`` + ``_count``): its first page is the answer.
+        """
         with self._session() as session:
             first = self._get(session, urljoin(self.base_url, relative))
-            return [first, *self._follow(session, first, pages_so_far=1)]
+            return [first, *self._follow(session, first, pages_so_far=1)] if follow_next else [first]
 
     def complete(self, first_page: dict) -> list[dict]:
         """The pages after an already-held Bundle page (a paginated prefetch), by its ``next`` links."""
@@ -129,7 +164,16 @@ class FhirClient:
         left = self.budget.check()
         timeout = (min(self.options.connect_timeout, left), min(self.options.read_timeout, left))
         try:
-            response = session.get(url, timeout=timeout, allow_redirects=False)
+            with session.get(url, timeout=timeout, allow_redirects=False, stream=True) as response:
+                self.budget.check()
+                status = response.status_code
+                if status in (401, 403):
+                    raise FetchFailure(f"the FHIR server refused the access token (HTTP {status})")
+                if status == 404:
+                    raise FetchFailure("the FHIR server answered 404 Not Found")
+                if status != 200:
+                    raise FetchFailure(f"the FHIR server answered HTTP {status}")
+                content = self._read_body(response)
         except requests.Timeout:
             raise FetchFailure("the FHIR server timed out") from None
         except requests.ConnectionError:
@@ -139,25 +183,47 @@ class FhirClient:
         except requests.RequestException:  # a cut-off or undecodable answer, a bad header (no class names shown)
             raise FetchFailure("the FHIR request failed") from None
         try:
-            self.budget.check()
-            status = response.status_code
-            if status in (401, 403):
-                raise FetchFailure(f"the FHIR server refused the access token (HTTP {status})")
-            if status == 404:
-                raise FetchFailure("the FHIR server answered 404 Not Found")
-            if status != 200:
-                raise FetchFailure(f"the FHIR server answered HTTP {status}")
-            try:
-                data = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                raise FetchFailure("the FHIR server returned invalid JSON") from None
-        finally:
-            response.close()
+            data = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise FetchFailure("the FHIR server returned invalid JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
             raise FetchFailure("the FHIR server returned something that is not a FHIR resource")
         if data["resourceType"] == "OperationOutcome":
             raise FetchFailure("the FHIR server returned an OperationOutcome instead of data")
+        self.resources.add(data)
         return data
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        """The body, streamed: each socket read waits at most the time left and the size is capped as it grows."""
+        limit = self.options.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise LimitExceeded(f"the FHIR server's answer is {int(declared)} bytes, over the limit of {limit}")
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            left = self.budget.check()
+            sock = getattr(getattr(raw, "connection", None), "sock", None)
+            if sock is not None:  # this read may wait only as long as the call has left
+                sock.settimeout(min(self.options.read_timeout, left))
+            try:
+                chunk = raw.read1(READ_CHUNK, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise FetchFailure(self._timeout_reason()) from None
+            except (urllib3.exceptions.HTTPError, OSError):
+                raise FetchFailure("the FHIR server's answer was cut off or could not be decoded") from None
+            if not chunk:  # the end of the body
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise LimitExceeded(f"the FHIR server's answer is over the limit of {limit} bytes")
+            chunks.append(chunk)
+
+    def _timeout_reason(self) -> str:
+        if self.budget.remaining() <= 0:
+            return f"the FHIR time budget of {self.budget.seconds:g} s was exhausted"
+        return "the FHIR server timed out"
 
 
 def next_link(page: dict) -> str | None:

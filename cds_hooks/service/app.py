@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,10 +26,12 @@ from cds_hooks.observability import logs
 from cds_hooks.service import observability
 from cds_hooks.service.errors import (
     BadRequest,
+    HeadersTooLarge,
     Issue,
     NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
+    UriTooLong,
     outcome_response,
     register_error_handlers,
 )
@@ -51,6 +54,11 @@ AUTH_OFF_WARNING = "authentication is OFF (CRAMP_PROFILE=local): never expose th
 # /metrics and /admin/feedback have their own tokens (CRAMP_METRICS_TOKEN, CRAMP_ADMIN_TOKEN); /readyz says only
 # whether the service can work.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/admin/feedback", "/openapi.json"})
+# The app's own limits on the request head (docs/api.md): the production server lets these through to here
+# (cds_hooks/service/gunicorn_conf.py) so that the client gets an OperationOutcome, not the server's HTML page.
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 32 * 1024  # room for a 16 KB JWT (the verifier's limit) and an EHR's other headers
+CALLED_PATH = "cramp_cds.called_path"  # environ key: the path as the client sent it, before slashes were merged
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ def _service(service_id: str) -> Service:
 bp = Blueprint("cds_hooks", __name__)
 
 
-@bp.get("/cds-services")
+@bp.get("/cds-services", strict_slashes=False)  # "/cds-services/" too, answered without a redirect
 def discovery() -> Response:
     """Discovery (D1-D3); each service says the service and knowledge versions in an extension (D3 allows it)."""
     st = state()
@@ -109,7 +117,7 @@ def discovery() -> Response:
     return json_response(document)
 
 
-@bp.post("/cds-services/<service_id>")
+@bp.post("/cds-services/<service_id>", strict_slashes=False)
 def invoke(service_id: str) -> Response:
     service = _service(service_id)
     body = read_json()
@@ -118,7 +126,7 @@ def invoke(service_id: str) -> Response:
     return json_response(result)
 
 
-@bp.post("/cds-services/<service_id>/feedback")
+@bp.post("/cds-services/<service_id>/feedback", strict_slashes=False)
 def feedback(service_id: str) -> Response:
     """Feedback (F2): validate every entry first, then store them all in one transaction."""
     _service(service_id)
@@ -152,6 +160,7 @@ def openapi() -> Response:
 
 def _start() -> Response | None:
     observability.begin_request()
+    _check_head()
     if request.method == "OPTIONS":  # CORS preflight: browsers never send Authorization on it (X8)
         preflight = Response(status=204)
         preflight.headers.pop("Content-Type", None)
@@ -168,11 +177,26 @@ def _start() -> Response | None:
     return None
 
 
+def _check_head() -> None:
+    """414 / 431 as OperationOutcome: the URL and the headers against the app's own limits."""
+    url_bytes = len(request.environ.get("RAW_URI") or request.full_path)
+    if url_bytes > MAX_URL_BYTES:
+        raise UriTooLong(f"the request URL is {url_bytes} bytes, over the limit of {MAX_URL_BYTES} bytes")
+    header_bytes = sum(len(name) + len(value) + 4 for name, value in request.headers.items())
+    if header_bytes > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(f"the request headers are {header_bytes} bytes, over the limit of "
+                              f"{MAX_HEADER_BYTES} bytes")
+
+
 def _authenticate(st: State) -> Response | None:
     from cds_hooks.auth import AuthenticationError
 
     base = st.settings.public_base_url
-    audience = base + request.path if base else request.base_url
+    called = request.environ.get(CALLED_PATH)  # the JWT's aud names the URL as the client called it
+    if base:
+        audience = base + (called or request.path)
+    else:
+        audience = request.host_url.rstrip("/") + called if called else request.base_url
     try:
         st.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthenticationError as exc:
@@ -199,6 +223,22 @@ def _finish(response: Response) -> Response:
     return observability.end_request(response, st.registry)
 
 
+class ServicePathSlashes:
+    """WSGI middleware: ``POST /cds-services//id`` (a client joining ".../cds-services/" and "/id") is served as
+    ``/cds-services/id`` instead of Werkzeug's 308 redirect, which clients do not follow for a POST."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if "//" in path:
+            merged = re.sub("/{2,}", "/", path)
+            if merged.startswith("/cds-services"):
+                environ[CALLED_PATH], environ["PATH_INFO"] = path, merged
+        return self.app(environ, start_response)
+
+
 def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint] = ()) -> Flask:
     """Build the service. ``settings=None`` reads the environment; ``blueprints`` are extra pages to serve."""
     settings = settings or Settings.from_env()
@@ -208,7 +248,8 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
     from plugin.validation import preload as preload_models
 
     knowledge = plugin.default_knowledge()
-    registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days, settings.review_options)
+    registry = build_registry(knowledge.lab_loincs, settings.lab_lookback_days, settings.review_options,
+                              date_tokens=settings.prefetch_date_tokens)
     database = Database(settings.database_url)
     database.migrate()
     store = FeedbackStore(database, suppression_days=settings.suppression_days,
@@ -224,6 +265,8 @@ def create_app(settings: Settings | None = None, blueprints: Iterable[Blueprint]
                     else "authentication is OFF (CRAMP_AUTH=off): every caller is trusted")
 
     app = Flask(__name__)
+    app.url_map.merge_slashes = False  # never a redirect: service paths are merged above, others are a 404
+    app.wsgi_app = ServicePathSlashes(app.wsgi_app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["cramp_cds"] = State(

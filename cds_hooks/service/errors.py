@@ -72,6 +72,19 @@ class PayloadTooLarge(ServiceError):
     status, code = 413, "too-long"
 
 
+class UriTooLong(ServiceError):
+    status, code = 414, "too-long"
+
+
+class HeadersTooLarge(ServiceError):
+    status, code = 431, "too-long"
+
+
+class RequestTimeout(ServiceError):
+    """The client did not send its request in time (408), raised while reading it (the production worker)."""
+    status, code = 408, "timeout"
+
+
 class UnsupportedMediaType(ServiceError):
     status, code = 415, "not-supported"
 
@@ -91,8 +104,8 @@ class InternalError(ServiceError):
 
 _HTTP_CODES = {
     400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-    406: "not-supported", 408: "timeout", 412: "incomplete", 413: "too-long", 415: "not-supported",
-    429: "throttled",
+    406: "not-supported", 408: "timeout", 412: "incomplete", 413: "too-long", 414: "too-long", 415: "not-supported",
+    429: "throttled", 431: "too-long", 500: "exception", 501: "not-supported", 503: "transient",
 }
 
 

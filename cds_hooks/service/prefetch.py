@@ -2,22 +2,24 @@
 
 1. **classify** each template key by what the client sent (:class:`Source`) and choose a :class:`Strategy`;
 2. **validate** what was sent (not FHIR → 400 naming the key);
-3. **fetch** what is missing from ``fhirServer`` with the call's bearer token, within one time budget;
-4. **fail**: data that cannot be had → 412 naming the key and why (never the token).
+3. **fetch** what is missing from ``fhirServer`` with the call's bearer token, all keys at once, within one
+   hard deadline (the call stops waiting when it passes, whatever the FHIR server is doing);
+4. **fail**: required data that cannot be had → 412 naming the key and why (never the token); a supplementary
+   key that cannot be had is left out and named in :attr:`Slot.lacking`, for the card to say so.
 
 | what arrived for a key | strategy |
 |---|---|
 | key missing | FETCH from fhirServer |
 | ``null`` | NO_DATA: the client had none; not re-fetched |
 | an OperationOutcome | FETCH: the client's own fetch failed (P6) |
-| a Bundle with a ``next`` link | COMPLETE: page on from fhirServer |
+| a Bundle with a ``next`` link | COMPLETE: page on from fhirServer (USE for a count-bounded template) |
 | a resource / complete Bundle | USE as sent |
 """
 from __future__ import annotations
 
 import enum
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,10 +46,16 @@ class Slot:
     sent: Any = None
     pages: list[dict] = field(default_factory=list)  # the resolved data (resources/Bundles)
     why: str = ""  # why the client's value was not used as is
+    lacking: str = ""  # a supplementary key reviewed without: why it could not be had
 
     @property
     def is_read(self) -> bool:
         return "?" not in self.template
+
+    @property
+    def count_bounded(self) -> bool:
+        """A newest-first search with a ``_count`` (2.0 templates): its first page is the whole answer."""
+        return "_count=" in self.template and "_sort=" in self.template
 
     @property
     def resource_type(self) -> str:
@@ -112,7 +120,7 @@ def classify(prefetch: dict, templates: dict[str, str]) -> list[Slot]:
         elif isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
             slots.append(Slot(key, template, Strategy.FETCH, sent=value,
                               why="the client's prefetch failed (an OperationOutcome was sent)"))
-        elif isinstance(value, dict) and next_link(value):
+        elif isinstance(value, dict) and next_link(value) and not Slot(key, template, Strategy.USE).count_bounded:
             slots.append(Slot(key, template, Strategy.COMPLETE, sent=value, pages=[value],
                               why="the prefetched Bundle is paginated"))
         else:
@@ -194,6 +202,7 @@ class PrefetchPolicy:
     budget_seconds: float
     max_pages: int
     max_resources: int
+    max_response_bytes: int = 64 * 1024 * 1024
 
 
 def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: PrefetchPolicy,
@@ -218,58 +227,72 @@ def resolve_prefetch(request: HookRequest, templates: dict[str, str], policy: Pr
 
     needed = [s for s in slots if s.strategy in (Strategy.FETCH, Strategy.COMPLETE)]
     if not request.fhir_server:
-        required = [s for s in needed if s.key not in optional]
-        if required:
-            raise _unavailable([(s, f"{s.why} and no fhirServer was given to fetch it from") for s in required])
+        missing = [(s, f"{s.why} and no fhirServer was given to fetch it from") for s in needed]
+        _settle(missing, optional)
         return slots
 
     client = FhirClient(
         request.fhir_server,
         request.fhir_authorization.access_token if request.fhir_authorization else None,
-        ClientOptions(policy.connect_timeout, policy.read_timeout, policy.max_pages),
+        ClientOptions(policy.connect_timeout, policy.read_timeout, policy.max_pages,
+                      max_response_bytes=policy.max_response_bytes, max_resources=policy.max_resources),
         Budget(policy.budget_seconds),
     )
+    client.resources.total = _count(slots)  # the resource limit is for the whole call, prefetch included
     if needed:
         _fetch_missing(needed, client, request, now, optional)
-    _check_count(slots, policy.max_resources)
     medications = _referenced_medications(slots, client)
     return [*slots, medications] if medications.pages else slots
 
 
 def _fetch_missing(needed: list[Slot], client: FhirClient, request: HookRequest, now: datetime,
                    optional: frozenset[str]) -> None:
+    """Fetch every needed key at once; stop waiting at the call's deadline (late answers are dropped)."""
     patient_id = request.patient_id
 
-    def run(slot: Slot) -> str | None:
+    def run(slot: Slot) -> tuple[list[dict], str | None]:
         try:
             if slot.strategy is Strategy.COMPLETE:
-                slot.pages = [slot.sent, *client.complete(slot.sent)]
+                pages = [slot.sent, *client.complete(slot.sent)]
             else:
                 relative = resolve_template(slot.template, request.context, now)
-                slot.pages = client.fetch(relative)
-            for page in slot.pages:
+                pages = client.fetch(relative, follow_next=not slot.count_bounded)
+            for page in pages:
                 problem = fhir_problem(slot, page, patient_id)
                 if problem:
-                    return f"the FHIR server's answer {problem}"
+                    return [], f"the FHIR server's answer {problem}"
         except UnresolvedToken as exc:
-            return f"its template token {{{{{exc}}}}} cannot be resolved from the context"
+            return [], f"its template token {{{{{exc}}}}} cannot be resolved from the context"
         except FetchFailure as exc:
-            return exc.reason
-        return None
+            return [], exc.reason
+        return pages, None
 
-    if len(needed) == 1:
-        results = [run(needed[0])]
-    else:
-        with ThreadPoolExecutor(max_workers=min(len(needed), 5), thread_name_prefix="prefetch") as pool:
-            results = list(pool.map(run, needed))
+    # No `with`: leaving it would wait for a hung FHIR server. Threads still reading stop at their next read.
+    pool = ThreadPoolExecutor(max_workers=len(needed), thread_name_prefix="prefetch")
+    futures = [pool.submit(run, slot) for slot in needed]
+    done, _ = wait(futures, timeout=max(client.budget.remaining(), 0.0))
+    pool.shutdown(wait=False, cancel_futures=True)
+    late = ([], f"the FHIR time budget of {client.budget.seconds:g} s was exhausted")
     failures = []
-    for slot, reason in zip(needed, results, strict=True):
-        if reason and slot.key in optional:
-            slot.pages = []  # supplementary data the server could not give: review without it
-        elif reason:
+    for slot, future in zip(needed, futures, strict=True):
+        pages, reason = future.result() if future in done else late
+        if reason:
             failures.append((slot, f"{slot.why}; {reason}"))
-    if failures:
-        raise _unavailable(failures)
+        else:
+            slot.pages = pages
+    _settle(failures, optional)
+
+
+def _settle(failures: list[tuple[Slot, str]], optional: frozenset[str]) -> None:
+    """A supplementary key that cannot be had is reviewed without (and named); any other is a 412."""
+    required = []
+    for slot, why in failures:
+        if slot.key in optional:
+            slot.pages, slot.lacking = [], why
+        else:
+            required.append((slot, why))
+    if required:
+        raise _unavailable(required)
 
 
 MAX_MEDICATION_READS = 50
@@ -291,8 +314,12 @@ def _referenced_medications(slots: list[Slot], client: FhirClient) -> Slot:
     return slot
 
 
+def _count(slots: list[Slot]) -> int:
+    return sum(count_resources(p) for s in slots for p in s.pages if isinstance(p, dict))
+
+
 def _check_count(slots: list[Slot], limit: int) -> None:
-    total = sum(count_resources(p) for s in slots for p in s.pages if isinstance(p, dict))
+    total = _count(slots)
     if total > limit:
         raise PayloadTooLarge(f"the prefetch holds {total} resources, more than the limit of {limit}",
                               expression="prefetch")
@@ -302,6 +329,11 @@ def _unavailable(failures: list[tuple[Slot, str]]) -> PreconditionFailed:
     issues = [Issue(f"prefetch {slot.key!r} could not be obtained: {why}", "incomplete", f"prefetch.{slot.key}")
               for slot, why in failures]
     return PreconditionFailed(issues[0].diagnostics, issues=issues)
+
+
+def lacking(slots: list[Slot]) -> list[str]:
+    """The supplementary keys this review went without."""
+    return [s.key for s in slots if s.lacking]
 
 
 def resources_of(slots: list[Slot]) -> list[dict]:

@@ -11,6 +11,11 @@ HOOKS = ("patient-view", "order-select", "order-sign")
 # Supplementary keys: fetched from fhirServer when missing, but their absence is not a 412 (many EHRs do not
 # record statements or dispenses; the orders, conditions and labs are what a review cannot do without).
 OPTIONAL_KEYS = frozenset({"statements", "dispenses", "administrations"})
+# What a card says it was reviewed without, when a supplementary key could not be had.
+SUPPLEMENTARY_LABELS = {"statements": "medication statements", "dispenses": "dispensing records",
+                        "administrations": "medication administrations"}
+# Count-bounded searches (CDS Hooks 2.0 templates): the newest page is the whole answer; no next links followed.
+COUNT_BOUNDS = {"observations": 200, "dispenses": 100, "administrations": 100}
 DEFAULTS = ReviewOptions()
 
 
@@ -36,24 +41,31 @@ class Service:
 
 
 def prefetch_templates(lab_loincs: Iterable[str], lab_lookback_days: int,
-                       options: ReviewOptions = DEFAULTS) -> dict[str, str]:
-    """The prefetch templates every service declares (P1, P5 query subset; tokens per P2/P3).
+                       options: ReviewOptions = DEFAULTS, *, date_tokens: bool = False) -> dict[str, str]:
+    """The prefetch templates every service declares (P1, P5 query subset).
 
-    The windows follow the rules' own (`options`), so the live card sees what the batch review reads."""
+    By default only CDS Hooks 2.0 tokens (P2/P3: root-level context fields): the labs, dispenses and
+    administrations are bounded by ``_sort`` (newest first) and ``_count`` instead of a date, so a 2.0 client
+    can fill every key. ``date_tokens`` (CRAMP_PREFETCH_DATE_TOKENS=on, for 3.0 clients) bounds them by
+    ``{{today() - N days}}`` (P4) as well, with the rules' own windows (`options`).
+    """
     codes = ",".join(f"{LOINC}|{code}" for code in lab_loincs)
-    observations = (
-        "Observation?patient={{context.patientId}}"
-        + (f"&code={codes}" if codes else "")
-        + f"&date=ge{{{{today() - {lab_lookback_days} days}}}}&_sort=-date&_count=200"
-    )
+    observations = "Observation?patient={{context.patientId}}" + (f"&code={codes}" if codes else "")
+    dispenses = "MedicationDispense?patient={{context.patientId}}"
+    administrations = "MedicationAdministration?patient={{context.patientId}}"
+    if date_tokens:
+        observations += f"&date=ge{{{{today() - {lab_lookback_days} days}}}}"
+        dispenses += f"&whenhandedover=ge{{{{today() - {dispense_days(options)} days}}}}"
+        administrations += f"&effective-time=ge{{{{today() - {options.administration_window_days} days}}}}"
+    observations += f"&_sort=-date&_count={COUNT_BOUNDS['observations']}"
+    dispenses += f"&_sort=-whenhandedover&_count={COUNT_BOUNDS['dispenses']}"
+    administrations += f"&_sort=-effective-time&_count={COUNT_BOUNDS['administrations']}"
     return {
         "patient": "Patient/{{context.patientId}}",
         "medications": "MedicationRequest?patient={{context.patientId}}&status=active,on-hold,draft",
         "statements": "MedicationStatement?patient={{context.patientId}}&status=active,intended,on-hold",
-        "dispenses": "MedicationDispense?patient={{context.patientId}}"
-                     f"&whenhandedover=ge{{{{today() - {dispense_days(options)} days}}}}",
-        "administrations": "MedicationAdministration?patient={{context.patientId}}"
-                           f"&effective-time=ge{{{{today() - {options.administration_window_days} days}}}}",
+        "dispenses": dispenses,
+        "administrations": administrations,
         "conditions": "Condition?patient={{context.patientId}}",
         "observations": observations,
     }
@@ -67,8 +79,8 @@ _COMMON = (
 
 
 def build_registry(lab_loincs: Iterable[str], lab_lookback_days: int,
-                   options: ReviewOptions = DEFAULTS) -> dict[str, Service]:
-    templates = prefetch_templates(tuple(lab_loincs), lab_lookback_days, options)
+                   options: ReviewOptions = DEFAULTS, *, date_tokens: bool = False) -> dict[str, Service]:
+    templates = prefetch_templates(tuple(lab_loincs), lab_lookback_days, options, date_tokens=date_tokens)
     services = [
         Service(
             id="leg-cramp-patient-view",

@@ -186,7 +186,8 @@ def _check_fhir_authorization(raw: Any) -> tuple[list[Issue], FhirAuthorization 
     for name in ("access_token", "scope", "subject"):
         if not _nonempty_str(raw.get(name)):
             issues.append(Issue(f"{where}.{name} is required (a string)", expression=f"{where}.{name}"))
-    if raw.get("token_type") != "Bearer":
+    token_type = raw.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":  # case-insensitive (RFC 6749 §5.1)
         issues.append(Issue(f"{where}.token_type must be \"Bearer\"", expression=f"{where}.token_type"))
     expires_in = raw.get("expires_in")
     if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in < 0:
