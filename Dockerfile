@@ -30,4 +30,4 @@ EXPOSE 8080
 # Liveness: the process answers. Readiness (knowledge loaded, database reachable and writable) is GET /readyz.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=40s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('CRAMP_PORT', '8080') + '/healthz', timeout=4)"]
-CMD ["gunicorn", "-c", "python:cds_hooks.observability.gunicorn_hooks", "cds_hooks.app:create_app()"]
+CMD ["gunicorn", "-c", "python:cds_hooks.service.gunicorn_conf", "cds_hooks.app:create_app()"]

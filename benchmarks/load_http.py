@@ -1,6 +1,7 @@
 """HTTP load on the production server: gunicorn, 2 workers, 16 concurrent clients, 30 s, a realistic mix.
 
-The server is the production command (``gunicorn -w 2 -b 127.0.0.1:PORT 'cds_hooks.app:create_app()'``) with
+The server is the production command (``gunicorn -c python:cds_hooks.service.gunicorn_conf -b 127.0.0.1:PORT
+'cds_hooks.app:create_app()'``: 2 processes of 8 threads) with
 CRAMP_PROFILE=local (authentication off), a temporary CRAMP_DATA_DIR and the default INFO access log (to a file),
 on a free loopback port. Clients are threads with one ``requests.Session`` each, in this process. The mix:
 70% patient-view over the 12 sample patients (varied prefetch), 20% order-select (a quinine order, or a
@@ -65,7 +66,8 @@ def start_gunicorn(port: int, data_dir: Path, log: BinaryIO) -> subprocess.Popen
     env = dict(os.environ, CRAMP_PROFILE="local", CRAMP_DATA_DIR=str(data_dir))
     for key in ("CRAMP_DATABASE", "CRAMP_SECRET_KEY", "CRAMP_AUTH"):
         env.pop(key, None)
-    return subprocess.Popen([venv_bin("gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "cds_hooks.app:create_app()"],
+    return subprocess.Popen([venv_bin("gunicorn"), "-c", "python:cds_hooks.service.gunicorn_conf",
+                             "-b", f"127.0.0.1:{port}", "cds_hooks.app:create_app()"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 

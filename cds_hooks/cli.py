@@ -44,7 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # our access log already has one line per request
     logging.getLogger("cramp_cds.cli").info(
-        "serving on http://%s:%d/cds-services (production: gunicorn -w 2 -b 127.0.0.1:8080 "
+        "serving on http://%s:%d/cds-services (production: gunicorn -c python:cds_hooks.service.gunicorn_conf "
         "'cds_hooks.app:create_app()')", settings.host, settings.port)
     app.run(host=settings.host, port=settings.port, threaded=True, use_reloader=False, debug=False)
     return EXIT_OK
