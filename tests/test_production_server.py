@@ -15,8 +15,8 @@ from contextlib import ExitStack
 import pytest
 import requests
 
-from tests.service_fixtures.gunicorn_server import production_command, production_server
-from tests.service_fixtures.support import cramps_on_thiazide_prefetch, hook_request
+from tests.service_fixtures.gunicorn import Gunicorn, production_command, readme_command
+from tests.service_fixtures.support import SECRET, cramps_on_thiazide_prefetch, hook_request
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +25,10 @@ WORKERS, THREADS = 2, 8  # the configuration's defaults: more slow clients than 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    env = {"CRAMP_HEAD_TIMEOUT": "3", "CRAMP_BODY_TIMEOUT": "3"}
-    with production_server(tmp_path_factory.mktemp("gunicorn"), env) as running:
+    tmp = tmp_path_factory.mktemp("gunicorn")
+    env = {"CRAMP_PROFILE": "local", "CRAMP_DATA_DIR": str(tmp / "var"), "CRAMP_SECRET_KEY": SECRET,
+           "CRAMP_HEAD_TIMEOUT": "3", "CRAMP_BODY_TIMEOUT": "3"}
+    with Gunicorn(env, tmp / "gunicorn.log", workers=WORKERS) as running:
         yield running
 
 
@@ -56,8 +58,8 @@ def assert_outcome(status: int, headers: dict, body: bytes, expected: int) -> di
 
 
 def test_the_tested_command_is_the_readmes_production_command():
-    argv = production_command()
-    assert argv[1:] == ["-c", "python:cds_hooks.service.gunicorn_conf", "cds_hooks.app:create_app()"]
+    assert readme_command()[1:] == ["-c", "python:cds_hooks.service.gunicorn_conf", "cds_hooks.app:create_app()"]
+    assert production_command(8080)[:3] == readme_command()[:3]
 
 
 def test_slow_header_and_slow_body_clients_do_not_starve_the_workers(server):
@@ -71,10 +73,10 @@ def test_slow_header_and_slow_body_clients_do_not_starve_the_workers(server):
             s.sendall(b"POST /cds-services/leg-cramp-patient-view HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                       b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{")
         for _ in range(3):
-            response = requests.get(server.url + "/healthz", timeout=1)
+            response = requests.get(server.base + "/healthz", timeout=1)
             assert response.status_code == 200 and response.json()["status"] == "ok"
         body = hook_request(prefetch=cramps_on_thiazide_prefetch())
-        hook = requests.post(server.url + "/cds-services/leg-cramp-patient-view", json=body, timeout=5)
+        hook = requests.post(server.base + "/cds-services/leg-cramp-patient-view", json=body, timeout=5)
         assert hook.status_code == 200 and len(hook.json()["cards"]) == 1
 
 
@@ -126,7 +128,7 @@ def test_r4_every_error_the_server_gives_is_an_operation_outcome(server, request
 
 def test_a_16_kb_bearer_token_reaches_the_app(server):
     """The verifier's 16 KB token limit is the one that applies, not a server header limit."""
-    response = requests.get(server.url + "/cds-services", headers={"Authorization": "Bearer " + "x" * 16000},
+    response = requests.get(server.base + "/cds-services", headers={"Authorization": "Bearer " + "x" * 16000},
                             timeout=5)
     assert response.status_code == 200  # the local profile has authentication off: the header is accepted
 
@@ -134,4 +136,4 @@ def test_a_16_kb_bearer_token_reaches_the_app(server):
 def test_kept_alive_connections_serve_several_requests(server):
     with requests.Session() as session:
         for _ in range(5):
-            assert session.get(server.url + "/healthz", timeout=5).status_code == 200
+            assert session.get(server.base + "/healthz", timeout=5).status_code == 200

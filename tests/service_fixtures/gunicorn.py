@@ -3,6 +3,7 @@ its own data folder and environment, stopped (and restartable) by the test."""
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,13 +16,24 @@ import requests
 from tests.service_fixtures.postgres import free_port
 
 BIN = Path(sys.executable).parent
-APP = "cds_hooks.app:create_app()"
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_command() -> list[str]:
+    """The README's production command (the first gunicorn line of its "Production" block), with ``.venv/bin``
+    resolved to this interpreter's folder: what the tests run is what users are told to run."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("**Production**"):]
+    argv = shlex.split(next(line for line in section.splitlines() if "bin/gunicorn " in line))
+    return [str(BIN / "gunicorn"), *argv[1:]]
 
 
 def production_command(port: int, workers: int = 2) -> list[str]:
-    """The README's production command, on a test port."""
-    return [str(BIN / "gunicorn"), "-c", "python:cds_hooks.observability.gunicorn_hooks", "-w", str(workers),
-            "-b", f"127.0.0.1:{port}", APP]
+    """The README's production command, on a test port (``-w``/``-b`` override the configuration file)."""
+    *options, app = readme_command()
+    return [*options, "-w", str(workers), "-b", f"127.0.0.1:{port}", app]
 
 
 class Gunicorn:
