@@ -143,9 +143,10 @@ class FhirClient:
         while (url := next_link(page)) is not None:
             try:
                 absolute = urljoin(self.base_url, url)
-            except ValueError:  # urllib refuses some malformed URLs (an unclosed IPv6 bracket)
+                own = self.is_own_url(absolute)
+            except ValueError:  # e.g. "http://[" (an unclosed IPv6 bracket)
                 raise FetchFailure("a next link is not a valid URL") from None
-            if not self.is_own_url(absolute):
+            if not own:
                 raise FetchFailure("a next link leaves the FHIR server (outside fhirServer); it was not followed")
             if absolute in seen:
                 raise FetchFailure("the FHIR server's next links loop")
