@@ -32,22 +32,13 @@ from gunicorn import util
 from gunicorn.workers.gthread import _DEFER, ThreadWorker
 
 from cds_hooks.service.errors import HeadersTooLarge, Issue, RequestTimeout, ServiceError, operation_outcome
+from cds_hooks.settings import _Reader
 
-
-def _seconds(name: str, default: float) -> float:
-    """A timeout from the environment (read when gunicorn imports the worker); a bad value stops start-up."""
-    raw = os.environ.get(name, "").strip() or str(default)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name}: {raw!r} is not a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise SystemExit(f"{name}: {value:g} is outside (0, 3600] seconds")
-    return value
-
-
-HEAD_TIMEOUT = _seconds("CRAMP_HEAD_TIMEOUT", 10.0)
-BODY_TIMEOUT = _seconds("CRAMP_BODY_TIMEOUT", 20.0)
+# Read when gunicorn imports the worker (the app's Settings come later, per worker); a bad value stops start-up
+# with an error naming the variable, like every setting.
+_ENV = _Reader(os.environ)
+HEAD_TIMEOUT = _ENV.number("CRAMP_HEAD_TIMEOUT", 10.0)
+BODY_TIMEOUT = _ENV.number("CRAMP_BODY_TIMEOUT", 20.0)
 MAX_HEAD_BYTES = 64 * 1024
 PREREAD_BODY_BYTES = 1024 * 1024
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
