@@ -45,13 +45,18 @@ def test_d3_each_service_has_hook_title_description_id_and_prefetch(client):
             f"Observation?patient={{{{context.patientId}}}}&code={codes}&_sort=-date&_count=200")
         assert prefetch["dispenses"] == (
             "MedicationDispense?patient={{context.patientId}}&_sort=-whenhandedover&_count=100")
+        assert prefetch["administrations"] == (
+            "MedicationAdministration?patient={{context.patientId}}&_sort=-effective-time&_count=100")
 
 
 def test_d3_p4_date_tokens_and_their_lookback_are_an_opt_in_setting(tmp_path):
+    from cds_hooks.service.services import dispense_days
+
     client = make_client(tmp_path, {"CRAMP_LAB_LOOKBACK_DAYS": "90", "CRAMP_PREFETCH_DATE_TOKENS": "on"})
     for s in client.get("/cds-services").get_json()["services"]:
         assert "&date=ge{{today() - 90 days}}&_sort=-date&_count=200" in s["prefetch"]["observations"]
-        assert "&whenhandedover=ge{{today() - 180 days}}&" in s["prefetch"]["dispenses"]
+        assert f"&whenhandedover=ge{{{{today() - {dispense_days()} days}}}}&" in s["prefetch"]["dispenses"]
+        assert "&effective-time=ge{{today() - 30 days}}&" in s["prefetch"]["administrations"]
 
 
 def test_d3_p2_p3_default_templates_use_only_cds_hooks_2_0_tokens(client):

@@ -56,7 +56,7 @@ def test_currency_windows_are_settings_that_reach_the_rules_and_the_prefetch(tmp
                            "CRAMP_PREGNANCY_WINDOW_DAYS": "280"})
     o = s.review_options
     assert (o.stale_order_days, o.administration_window_days, o.pregnancy_window_days) == (400, 14, 280)
-    prefetch = build_registry([], 365, o)["leg-cramp-patient-view"].prefetch
+    prefetch = build_registry([], 365, o, date_tokens=True)["leg-cramp-patient-view"].prefetch  # 3.0 opt-in
     assert "whenhandedover=ge{{today() - 400 days}}" in prefetch["dispenses"]
     assert "effective-time=ge{{today() - 14 days}}" in prefetch["administrations"]
 
