@@ -22,7 +22,7 @@ K = default_knowledge()
 
 # Pinned per medication contributor: (RxNorm code, kind, a source file that lists it). From the pack.
 PINNED = {
-    "quinine": [("428423", "SCD", "rx_2023_11_COVID19Medications_V1.csv"),    # aspirin 300 MG / quinine 30 MG
+    "quinine": [("428423", "SCD", "antiplatelet_rxcui_classes.sas7bdat"),     # aspirin 300 MG / quinine 30 MG
                 ("429479", "multi-ingredient", "rx_2023_07_Aminophylline_V1.csv")],  # aminophylline / quinine
     "laba": [("896209", "SCD", "modules/copd.json"),     # fluticasone / salmeterol 0.05 MG/ACTUAT DPI (Synthea)
              ("896209", "multi-ingredient", "modules/copd.json")],

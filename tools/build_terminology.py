@@ -130,6 +130,7 @@ PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiaz
                  "drugs/rx_2022_08_ProtonPumpInhibitors_V1.csv"]
 SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
 SSMITH_LIPIDS = "lipid_lowering_therapy/antilipidemics_rxcui_classes.sas7bdat"
+SSMITH_ANTIPLATELETS = "antiplatelets/antiplatelet_rxcui_classes.sas7bdat"
 PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml", "input/vocabulary/valueset-aspirin.xml"]  # aspirin / quinine
 # Synthea's disease modules code their medication orders in RxNorm (the COPD module's fluticasone / salmeterol
 # inhaler among them). The upstream repository's snapshot is over the fetch size limit; this fork carries the
@@ -333,17 +334,14 @@ def read_ssmith(pack: Pack, mirror: Mirror) -> None:
         _add_drug(pack, row["RXCUI"], row["STR"], hints, partial(str, src), row["TTY"], "source")
 
 
-def read_ssmith_lipids(pack: Pack, mirror: Mirror) -> None:
-    """ssmithm/rxnorm-drug-lists: lipid-lowering RXCUIs with TTY and ingredient (RxNorm Nov 2020), a SAS file.
-
-    Needs the `sas7bdat` reader (`pip install -e '.[tools]'`); only this script uses it.
-    """
+def _sas_rows(mirror: Mirror, path: str):
+    """The rows of a SAS file in a snapshot, as dicts. Needs the `sas7bdat` reader (`pip install -e '.[tools]'`);
+    only this script uses it."""
     import tempfile
 
     from sas7bdat import SAS7BDAT
 
-    src = pack.source(mirror, SSMITH_LIPIDS)
-    data = subprocess.run(["git", f"--git-dir={mirror.git}", "show", f"{mirror.commit}:{SSMITH_LIPIDS}"],
+    data = subprocess.run(["git", f"--git-dir={mirror.git}", "show", f"{mirror.commit}:{path}"],
                           check=True, capture_output=True).stdout
     with tempfile.NamedTemporaryFile(suffix=".sas7bdat") as tmp:
         tmp.write(data)
@@ -352,11 +350,24 @@ def read_ssmith_lipids(pack: Pack, mirror: Mirror) -> None:
             rows = iter(reader)
             header = next(rows)
             for values in rows:
-                row = dict(zip(header, values, strict=True))
-                hints = tuple(str(row[k]).lower() for k in ("medname1", "medname2")
-                              if row.get(k) and str(row[f"class{k[-1]}"]).upper() == "STATIN")
-                _add_drug(pack, str(row["RXCUI"]), str(row["STR"]), hints, partial(str, src), str(row["TTY"]),
-                          "source")
+                yield dict(zip(header, values, strict=True))
+
+
+def read_ssmith_lipids(pack: Pack, mirror: Mirror) -> None:
+    """ssmithm/rxnorm-drug-lists: lipid-lowering RXCUIs with TTY and ingredient (RxNorm Nov 2020), a SAS file."""
+    src = pack.source(mirror, SSMITH_LIPIDS)
+    for row in _sas_rows(mirror, SSMITH_LIPIDS):
+        hints = tuple(str(row[k]).lower() for k in ("medname1", "medname2")
+                      if row.get(k) and str(row[f"class{k[-1]}"]).upper() == "STATIN")
+        _add_drug(pack, str(row["RXCUI"]), str(row["STR"]), hints, partial(str, src), str(row["TTY"]), "source")
+
+
+def read_ssmith_antiplatelets(pack: Pack, mirror: Mirror) -> None:
+    """ssmithm/rxnorm-drug-lists: antiplatelet RXCUIs with TTY, a SAS file. Its aspirin combinations carry
+    pravastatin (Pravigard products and packs) and quinine; their names name the ingredient, so no hint."""
+    src = pack.source(mirror, SSMITH_ANTIPLATELETS)
+    for row in _sas_rows(mirror, SSMITH_ANTIPLATELETS):
+        _add_drug(pack, str(row["RXCUI"]), str(row["STR"]), (), partial(str, src), str(row["TTY"]), "source")
 
 
 def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
@@ -491,6 +502,7 @@ def build(mirrors: Path) -> dict:
     ssmith = Mirror(mirrors, "ssmithm/rxnorm-drug-lists")
     read_ssmith(pack, ssmith)
     read_ssmith_lipids(pack, ssmith)
+    read_ssmith_antiplatelets(pack, ssmith)
     read_canvas(pack, Mirror(mirrors, "canvas-medical/canvas-plugins"))
     read_pedsnet(pack, Mirror(mirrors, "PEDSnet/Variable-Dictionary"))
     read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
