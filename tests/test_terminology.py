@@ -134,6 +134,20 @@ def test_quinidine_is_not_quinine_and_losartan_alone_is_not_a_thiazide():
     assert match_drug([concept(text="Hyzaar 50-12.5 tablet")], [], K)[0] == ("thiazide-diuretic",)
 
 
+def test_quinine_and_laba_combinations_match_by_code_and_brand_with_their_sources():
+    """Products the first pack missed: quinine only in combinations, LABA inhalers by drug form and brand."""
+    assert PACK["codes"]["rxnorm"]["428423"]["tty_from"] == "source"     # ssmithm lists give the term type
+    for code in ("429479", "1007005"):   # aminophylline / quinine (PEDSnet), Aspirin / Quinine (HL7 PDDI-CDS)
+        assert match_drug([rx(code)], [], K)[0] == ("quinine",)
+    ids, _ = match_drug([rx("745810")], [], K)   # budesonide / formoterol MDI [Symbicort], PEDSnet set
+    assert ids == ("laba",)
+    assert any(f.endswith("rx_2023_11_COVID19Medications_V1.csv") for f in _files(PACK["codes"]["rxnorm"]["745810"]))
+    ids, how = match_drug([concept(text="Breztri Aerosphere 160-9-4.8")], [], K)   # a brand the pack found
+    assert ids == ("laba",) and how == "name 'breztri'"
+    synthea = PACK["sources"][PACK["codes"]["rxnorm"]["896209"]["s"][0]]
+    assert synthea["repository"].endswith("/synthea") and re.fullmatch(r"[0-9a-f]{40}", synthea["commit"])
+
+
 def test_brand_names_from_the_pack_feed_the_name_fallback():
     assert PACK["brands"]["lasix"]["c"] == ["loop-diuretic"]
     ids, how = match_drug([concept(text="DEMADEX 20 MG TABS")], [], K)   # a brand the pack found
