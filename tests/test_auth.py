@@ -1270,3 +1270,50 @@ def test_config_unreadable_jwks_file_says_why(tmp_path):
 def test_x3_file_issuer_unknown_kid(verifier, rsps):
     assert rejected(verifier, bearer(token(iss=FILE_ISS, kid="nope", jku=None))).reason == "unknown kid"
     assert len(rsps.calls) == 0
+
+
+def test_package_gives_the_verifier_lazily_and_nothing_else():
+    import cds_hooks.auth as auth_package
+    from cds_hooks.auth.verifier import ClientVerifier as direct
+
+    assert auth_package.__getattr__("ClientVerifier") is direct
+    with pytest.raises(AttributeError) as info:
+        auth_package.__getattr__("Verifier")
+    assert str(info.value) == "module 'cds_hooks.auth' has no attribute 'Verifier'"
+
+
+@pytest.mark.parametrize("response", [{"body": requests.exceptions.ConnectTimeout()}, {"status": 500}])
+def test_x7_jwks_failures_name_the_issuer(config, clock, response):
+    with responses.RequestsMock() as r:
+        r.get(JKU, **response)
+        err = rejected(ClientVerifier(config, clock=clock), bearer(token()))
+        assert err.reason.startswith("jwks fetch failed") and err.iss == ISS
+
+
+@pytest.mark.parametrize(("claim", "value", "reason"), [("nbf", T + SKEW + 1, "not yet valid"),
+                                                        ("jti", ..., "missing jti")])
+def test_x4_other_claim_failures_name_the_issuer(verifier, claim, value, reason):
+    err = rejected(verifier, bearer(token(**{claim: value})))
+    assert (err.reason, err.iss) == (reason, ISS)
+
+
+def test_x3_each_jku_url_has_its_own_cache(verifier, rsps):
+    rsps.get(JKU2, json={"keys": [ec_jwk(EC_ROTATED, "second")]})
+    accepted(verifier, bearer(token()))
+    accepted(verifier, bearer(token(EC_ROTATED, jku=JKU2, kid="second")))
+    assert (fetches(rsps), fetches(rsps, JKU2)) == (1, 1)
+
+
+def test_x5_curve_must_fit_even_without_an_alg_member(config, clock):
+    p384_no_alg = {k: v for k, v in ec_jwk(EC_KEY, "ec-1").items() if k != "alg"}
+    with responses.RequestsMock() as r:
+        r.get(JKU, json={"keys": [p384_no_alg]})
+        v = ClientVerifier(config, clock=clock)
+        assert rejected(v, bearer(token(EC_P256, "ES256", kid="ec-1"))).reason == "key does not fit alg"
+
+
+def test_x5_key_that_is_no_valid_point_is_unusable(config, clock):
+    bad_point = {**ec_jwk(EC_KEY, "ec-1"), "y": ec_jwk(EC_OTHER, "x")["y"]}  # x of one key, y of another
+    with responses.RequestsMock() as r:
+        r.get(JKU, json={"keys": [bad_point]})
+        assert rejected(ClientVerifier(config, clock=clock), bearer(token())).reason == "unusable key"

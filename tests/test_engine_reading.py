@@ -262,3 +262,19 @@ def test_range_with_only_a_high_end_falls_back_to_the_default():
     obs["referenceRange"] = [{"high": {"value": 5.1, "unit": "mmol/L"}}, "junk"]
     f = found(obs)["low-potassium"]
     assert "below the default lower limit 3.5 mmol/L" in f.reason
+
+
+def test_quantity_unit_outside_ucum_is_the_unit_text_then_the_code():
+    mg = concept("http://loinc.org", "19123-9")   # magnesium, mg/dL by default
+    obs = lab("mg", "19123-9", 0.8, "mmol/L", code=mg)
+    obs["valueQuantity"] = {"value": 0.8, "unit": "mmol/L", "system": "http://example.org/units", "code": "x"}
+    assert found(obs) == {}                        # 0.8 mmol/L is 1.94 mg/dL: not low (0.8 mg/dL would be)
+    obs["valueQuantity"] = {"value": 0.8, "code": "mmol/L"}
+    assert found(obs) == {}
+
+
+def test_lab_dated_by_issued_when_it_has_no_effective_time():
+    obs = lab("k", "2823-3", 3.0, "mmol/L")
+    obs.pop("effectiveDateTime")
+    obs["issued"] = "2026-09-30T10:00:00Z"
+    assert found(obs)["low-potassium"].date == "2026-09-30"
