@@ -123,8 +123,9 @@ PEDSNET_CONDITIONS = {
 }
 PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
                  "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv",
-                 # quinine combinations (aminophylline / quinine; aspirin / quinine), Symbicort and Breztri forms,
-                 # ARB / HCTZ and naproxen / esomeprazole products: sets built for other studies, read for ours
+                 # sets built for other studies, read for ours: quinine combinations (aminophylline / quinine,
+                 # aspirin / quinine), Symbicort and Breztri forms, ACE / ARB + thiazide products, naproxen /
+                 # lansoprazole packs
                  "drugs/rx_2023_07_Aminophylline_V1.csv", "drugs/rx_2023_11_COVID19Medications_V1.csv",
                  "drugs/rx_2021_03_ReninAngioTensinAldosteronSystemBlockers_V1.csv",
                  "drugs/rx_2022_08_ProtonPumpInhibitors_V1.csv"]
@@ -167,6 +168,11 @@ class Mirror:
 
     def files(self, folder: str) -> list[str]:
         return sorted(self._run("ls-tree", "--name-only", f"{self.commit}:{folder}").split())
+
+    def tree(self, folder: str, suffix: str) -> list[str]:
+        """Paths under folder, at any depth, ending with suffix."""
+        return sorted(p for p in self._run("ls-tree", "-r", "--name-only", self.commit, folder).split()
+                      if p.endswith(suffix))
 
 
 @dataclass
@@ -380,7 +386,8 @@ def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
             hints = (row["ingredient"],) if row.get("ingredient") else ()
             tty = OMOP_CLASS_TTY.get(row.get("concept_class_id") or "")
             if vocabulary is None and re.fullmatch(r"\d{1,8}", row["concept_code"]):
-                vocabulary = "RxNorm"   # a set without a vocabulary column: RxNorm codes, OMOP… extension codes
+                vocabulary = "RxNorm"   # a set without a vocabulary column; its RxNorm Extension codes ("OMOP…")
+                #                         are not digits and stay out
             if vocabulary == "RxNorm":
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), tty, "source" if tty else None)
             elif vocabulary == "NDC" and re.fullmatch(r"\d{11}", row["concept_code"]):
@@ -454,14 +461,9 @@ def read_synthea(pack: Pack, mirror: Mirror) -> None:
             for value in node:
                 yield from codings(value)
 
-    for path in _tree(mirror, SYNTHEA_MODULES, ".json"):
+    for path in mirror.tree(SYNTHEA_MODULES, ".json"):
         for code, name in codings(json.loads(mirror.read(path))):
             _add_drug(pack, code, name, (), partial(pack.source, mirror, path))
-
-
-def _tree(mirror: Mirror, folder: str, suffix: str) -> list[str]:
-    return sorted(p for p in mirror._run("ls-tree", "-r", "--name-only", mirror.commit, folder).split()
-                  if p.endswith(suffix))
 
 
 # --- brand names -----------------------------------------------------------------------------
@@ -581,6 +583,7 @@ NOT_COVERED = {
     "quinine": "No public list read here has a quinine-only product or any quinine SBD, pack or NDC (searched: "
                "Qualaquin, 'quinine sulfate 324 MG' in public code; VSAC sets in canvas-plugins and cqframework "
                "eCQM content have none); the combinations (aminophylline / quinine, aspirin / quinine) come from "
+               "ssmithm's antiplatelet list, "
                "PEDSnet and HL7 PDDI-CDS. The knowledge file's ingredient and SCD/SBD codes (clinical reference "
                "C2, C7, C11, C13) and names still apply.",
     "raloxifene": "No public product-level list found (searched: raloxifene, Evista, osteoporosis medication value "
@@ -592,8 +595,9 @@ NOT_COVERED = {
     "laba": "One SCD (fluticasone / salmeterol, Synthea's COPD module) and clinical and branded drug forms "
             "(PEDSnet: Symbicort, Breztri); no LABA SBD or NDC in the lists read here. The knowledge file's "
             "SCD/SBD codes and brand names (Advair, Symbicort, Breo …) still apply.",
-    "conjugated-estrogens": "The VSAC Conjugated Estrogens set (canvas-plugins) lists clinical drugs and packs "
-                            "only (VSAC's medication sets exclude branded drugs); Premarin is matched by name.",
+    "conjugated-estrogens": "The VSAC Conjugated Estrogens set (canvas-plugins) lists clinical drugs and packs, "
+                            "no branded drug, and no other list read here has one (searched: Premarin); Premarin "
+                            "is matched by name (knowledge file).",
     "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic.",
     "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); the NDC lists published beside "
            "ssmithm's RXCUI lists are over the snapshot size limit, so other classes have none yet.",
