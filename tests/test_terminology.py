@@ -14,7 +14,14 @@ from plugin.fhir_read import match_condition, match_drug
 from plugin.knowledge import KnowledgeError, default_knowledge, load_knowledge
 from plugin.knowledge.terminology import PACK_PATH, index_path
 from tests.builders import concept, icd, rx, sct
-from tools.build_terminology import INGREDIENTS, KINDS, medication_contributors, product_kinds, runtime_index
+from tools.build_terminology import (
+    INGREDIENTS,
+    KINDS,
+    SNAPSHOTS,
+    medication_contributors,
+    product_kinds,
+    runtime_index,
+)
 from tools.build_terminology import main as build_main
 
 PACK = json.loads(PACK_PATH.read_text(encoding="utf-8"))
@@ -238,8 +245,8 @@ def test_a_broken_pack_index_is_a_start_up_error_naming_the_file_and_the_entry(t
 MIRRORS = Path(os.environ.get("CRAMP_TERMINOLOGY_MIRRORS", "/work/.mirror"))
 
 
-@pytest.mark.skipif(not (MIRRORS / "ssmithm+rxnorm-drug-lists").is_dir(),
-                    reason=f"the public code lists' git snapshots are not at {MIRRORS} (CRAMP_TERMINOLOGY_MIRRORS)")
+@pytest.mark.skipif(not all((MIRRORS / repo.replace("/", "+")).is_dir() for repo in SNAPSHOTS),
+                    reason=f"the public code lists' git snapshots are not all at {MIRRORS} (CRAMP_TERMINOLOGY_MIRRORS)")
 def test_the_pack_rebuilds_identically_from_the_snapshots_it_names(tmp_path):
     pytest.importorskip("sas7bdat", reason="the builder's extra reader: pip install -e '.[tools]'")
     out = tmp_path / "terminology.json"

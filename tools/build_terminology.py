@@ -499,6 +499,11 @@ def brand_names(pack: Pack) -> dict[str, dict]:
 
 # --- main ------------------------------------------------------------------------------------
 
+# Every snapshot build() reads (owner/name), for whoever checks they are all there first.
+SNAPSHOTS = ("ssmithm/rxnorm-drug-lists", "canvas-medical/canvas-plugins", "PEDSnet/Variable-Dictionary",
+             "HL7/PDDI-CDS", "cqframework/ecqm-content-r4-2021", SYNTHEA_REPO)
+
+
 def build(mirrors: Path) -> dict:
     pack = Pack()
     ssmith = Mirror(mirrors, "ssmithm/rxnorm-drug-lists")
