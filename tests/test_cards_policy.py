@@ -250,3 +250,26 @@ def test_link_labels_come_from_the_source_label_or_the_citation_and_stay_short(t
     (e2,) = [link["label"] for link in build_card(rv, hook="patient-view", knowledge=long).body["links"]
              if link["label"].startswith("E2: ")]
     assert e2 == ("E2: " + "y" * 300)[:120]
+
+
+def test_words_within_cuts_at_a_word_and_marks_the_cut():
+    from plugin.cards import _words_within
+
+    assert _words_within("a" * 139, 140) == "a" * 139
+    cut = _words_within("word, " * 30, 140)
+    assert len(cut) < 140 and cut.endswith("word…") and " " in cut
+    assert _words_within("x" * 100 + " " + "y" * 60, 140) == "x" * 100 + "…"
+
+
+def test_card_texts_keep_their_case():
+    diuretic = card_for([cramps(), med_request("f", rx("313988", "furosemide 40 MG Oral Tablet"))]).body["detail"]
+    assert diuretic.startswith("Possible contributors to leg cramps on the record.")
+    assert "Routine labs are usually unnecessary for typical nocturnal leg cramps (E1)." in diuretic
+    assert "Nightly calf and hamstring stretching is a low-risk option" in diuretic
+
+
+def test_several_classes_ordered_at_once_have_varied_evidence():
+    drafts = [med_request("d1", rx("310798", "hctz"), status="draft"),
+              med_request("d2", rx("617312", "simvastatin"), status="draft")]
+    card = card_for([cramps()], hook="order-sign", context=order_context(*drafts))
+    assert "varied evidence" in card.body["summary"]
