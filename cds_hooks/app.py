@@ -1,6 +1,6 @@
 """The deployable app: the CDS Hooks service plus the tools that plug into it.
 
-Production: ``gunicorn -w 2 -b 127.0.0.1:8080 'cds_hooks.app:create_app()'``.
+Production: ``gunicorn -c python:cds_hooks.service.gunicorn_conf 'cds_hooks.app:create_app()'``.
 
 This is the composition root: the service (:mod:`cds_hooks.service`) does not import the sandbox;
 the sandbox's page is handed to the service's factory here when ``CRAMP_SANDBOX`` is on.
