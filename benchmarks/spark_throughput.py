@@ -68,6 +68,7 @@ def run(sizes: tuple[int, ...] = SIZES, cores: int = 2) -> Report:
     spark.sparkContext.parallelize(range(cores), cores).map(lambda x: x).collect()   # Python workers up
     startup = time.perf_counter() - t0
     report.notes.append(f"SparkSession start-up (JVM + first Python workers): {startup:.1f} s, not in the rates")
+    print("measured:", report.notes[-1], flush=True)
     spark_rate = shuffle_per_patient = 0.0
     with temp_dir("cramp-bench-spark-") as tmp:
         for n in sizes:
@@ -82,10 +83,12 @@ def run(sizes: tuple[int, ...] = SIZES, cores: int = 2) -> Report:
             spark_rate, shuffle_per_patient = result.summary.patients / seconds, shuffled
             table.rows.append([f"{n:,}", f"{export.resources:,}", f"Spark local[{cores}]", f"{seconds:.1f}",
                                f"{spark_rate:,.0f}", f"{spark_rate / cores:,.0f}", f"{shuffled:,.0f}"])
+            print("measured:", " | ".join(table.rows[-1]), flush=True)   # a long run shows its figures as it goes
             f = measure(["batch", str(export.folder), "--workers", str(cores), "--out", str(tmp / f"r-{n}.json")])
             pool_rate = f["patients"] / f["seconds"]
             table.rows.append([f"{n:,}", f"{export.resources:,}", f"process pool, {cores} workers",
                                f"{f['seconds']:.1f}", f"{pool_rate:,.0f}", f"{pool_rate / cores:,.0f}", "-"])
+            print("measured:", " | ".join(table.rows[-1]), flush=True)
     spark.stop()
     per_core = spark_rate / cores
     report.tables.append(Table(["cluster", "CPU", "shuffle", "wall time"], paper_estimate(per_core, shuffle_per_patient),
