@@ -85,3 +85,19 @@ def test_readme_table_matches_the_knowledge():
         assert row is not None, c.id
         if c.category != "trigger":
             assert f"| {c.grade}" in row and ", ".join(c.evidence) in row, row
+
+
+def test_every_cited_evidence_key_has_a_link():
+    """Issue 12: a card links every evidence key it cites; the knowledge must give each one a URL."""
+    k = load_knowledge()
+    cited = {key for c in k.contributors.values() for key in c.evidence} | {"E1", "E3", "E4", "E21"}  # card text
+    assert {key for key in cited if not k.source_url(key)} == set()
+
+
+def test_grades_match_the_clinical_reference_for_kidney_disease():
+    """clinical-reference §1.3: haemodialysis/ESRD is strong (E15); CKD before dialysis has no grade of its own."""
+    k = load_knowledge()
+    assert k.contributors["esrd-dialysis"].grade == "strong"
+    assert k.contributors["chronic-kidney-disease"].grade == "not-established"
+    assert k.contributors["esrd-dialysis"].subsumes == ("chronic-kidney-disease",)
+    assert "type 2 diabetes" in k.contributors["diabetes"].statement and "type 1" in k.contributors["diabetes"].statement

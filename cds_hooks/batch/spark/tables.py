@@ -2,7 +2,7 @@
 
 | table | one row per | columns |
 |---|---|---|
-| `findings` | finding of a listed patient (the CSV report's rows) | `patient`, `source`, `position`, `contributor`, `category`, `grade`, `sources`, `date`, `references`, `reason`, `documented_cramps` |
+| `findings` | finding of a listed patient (the CSV report's rows) | `patient`, `source`, `position`, `contributor`, `category`, `grade`, `sources`, `date`, `references`, `reason`, `documented_cramps`, `possibly_stale` |
 | `patients` | patient reviewed | `patient`, `source`, `listed`, `deceased`, `documented_cramps`, `monitoring_gap`, `contributors`, `warnings` |
 | `bad_records` | record that could not be read, or error the export itself reported | `kind`, `file`, `line`, `error` |
 | `run` | run (one row) | counts, totals, warnings, non-FHIR files, knowledge version, as-of, filters, table format |
@@ -41,7 +41,8 @@ FINDINGS = _schema(
     ("patient", StringType(), False), ("source", StringType(), False), ("position", IntegerType(), False),
     ("contributor", StringType(), False), ("category", StringType(), False), ("grade", StringType(), False),
     ("sources", _TEXTS, False), ("date", StringType(), True), ("references", _TEXTS, False),
-    ("reason", StringType(), False), ("documented_cramps", BooleanType(), False))
+    ("reason", StringType(), False), ("documented_cramps", BooleanType(), False),
+    ("possibly_stale", BooleanType(), False))
 PATIENTS = _schema(
     ("patient", StringType(), False), ("source", StringType(), False), ("listed", BooleanType(), False),
     ("deceased", BooleanType(), False), ("documented_cramps", BooleanType(), False),
@@ -72,7 +73,8 @@ def patient_row(p: PatientResult, listed: bool) -> tuple:
 def finding_rows(p: PatientResult) -> list[tuple]:
     rv = p.review
     return [(p.patient, p.source, n, f.contributor, f.category, f.grade, list(f.sources), f.date,
-             list(f.references), f.reason, rv.documented_cramps) for n, f in enumerate(rv.findings, 1)]
+             list(f.references), f.reason, rv.documented_cramps, f.possibly_stale)
+            for n, f in enumerate(rv.findings, 1)]
 
 
 def delta_available(spark: SparkSession) -> bool:
