@@ -194,7 +194,8 @@ def test_the_command_applies_the_filters_and_options_as_the_single_machine_revie
     exports, out = trap_exports(tmp_path / "exports"), tmp_path / "tables"
     code = main(["spark-review", *exports, "--out", str(out), "--as-of", "2026-11-01", "--table-format", "parquet",
                  "--only-documented-cramps", "--contributor", "thiazide-diuretic", "--contributor", "low-potassium",
-                 "--lab-lookback-days", "30", "--no-validate", "--partitions", "2"])
+                 "--lab-lookback-days", "30", "--no-validate", "--partitions", "2",
+                 "--json", str(tmp_path / "summary.json"), "--html", str(tmp_path / "summary.html")])
     assert code == 3   # tables written, with bad records
     summary = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert summary["badRecords"] == 5 and summary["tableFormat"] == "parquet"
@@ -204,6 +205,26 @@ def test_the_command_applies_the_filters_and_options_as_the_single_machine_revie
     expected, got = pool_view(exports, config), spark_view(spark, out)
     assert got == expected
     assert {row[0] for row in got["findings"]} < {row[0] for row in got["patients"]}
+
+    # The summary for people says what the single-machine review says, from the tables.
+    people = json.loads((tmp_path / "summary.json").read_text())
+    result = run_review(exports, config)
+    assert people["counts"] == {
+        "patients": result.summary.patients, "reviewed": result.summary.patients - result.summary.deceased,
+        "deceased": result.summary.deceased, "documentedCramps": result.summary.documented_cramps,
+        "withContributor": result.summary.with_contributor, "listed": result.summary.listed,
+        "badRecords": len(result.bad_records), "exportErrors": len(result.export_errors)}
+    assert {c["id"]: c["patients"] for c in people["contributors"]} == dict(result.summary.contributors)
+    with_cramps = {cid: len({(p.patient, p.source) for p in result.patients if p.review.documented_cramps
+                             and cid in p.contributor_ids}) for cid in result.summary.contributors}
+    assert {c["id"]: c["withDocumentedCramps"] for c in people["contributors"]} == with_cramps
+    assert people["issuesTotal"] == len(result.bad_records) + len(result.export_errors) == len(people["issues"])
+    page = (tmp_path / "summary.html").read_text()
+    assert "<script" not in page and "http" not in page.split("</style>", 1)[0]   # self-contained
+    assert f'<b data-testid="count-reviewed">{people["counts"]["reviewed"]}</b>' in page
+    for c in people["contributors"]:
+        assert c["label"] in page
+    assert all(i["file"] in page for i in people["issues"])
 
 
 def test_a_missing_input_and_a_fhir_server_are_refused_clearly(spark, tmp_path, capsys):

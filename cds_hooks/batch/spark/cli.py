@@ -66,6 +66,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="partitions of the per-patient shuffle (default: the default parallelism)")
     spark.add_argument("--conf", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                        help="a Spark setting for a session this command creates (repeatable)")
+    parser.add_argument("--json", metavar="FILE", dest="summary_json",
+                        help="also write a summary for people as JSON, read back from the tables")
+    parser.add_argument("--html", metavar="FILE", dest="summary_html",
+                        help="also write a summary for people as one self-contained HTML page, read from the tables")
     parser.add_argument("--quiet", action="store_true", help="no summary line on stderr")
     parser.add_argument("--traceback", action="store_true", help=argparse.SUPPRESS)
 
@@ -99,6 +103,15 @@ def run(args: argparse.Namespace) -> int:
         spark = spark_session(args.master, dict(args.conf))
         result = run_spark_review(spark, list(args.inputs), config, args.out,
                                   table_format_wanted=args.table_format, partitions=args.partitions)
+        if args.summary_json or args.summary_html:
+            from cds_hooks.batch.spark import summary as people
+            from plugin import default_knowledge
+
+            doc = people.read_summary(spark, args.out, result.table_format, default_knowledge())
+            if args.summary_json:
+                people.write_json(doc, args.summary_json)
+            if args.summary_html:
+                people.write_html(doc, args.summary_html)
     except BatchError as exc:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
