@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import requests
 
 from tests.conftest import ROOT, SAMPLES
 from tests.service_fixtures.postgres import free_port
+from tests.service_fixtures.waiting import wait_until_answering
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the RSS")]
@@ -38,18 +38,6 @@ def rss_mib(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def wait_until_up(url: str, proc: subprocess.Popen) -> None:
-    for _ in range(600):
-        assert proc.poll() is None, "cramp-cds serve exited"
-        try:
-            if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("cramp-cds serve did not answer")
-
-
 def test_serve_memory_stays_flat_under_many_calls(tmp_path):
     port = free_port()
     env = {**os.environ, "CRAMP_PROFILE": "local", "CRAMP_DATA_DIR": str(tmp_path), "CRAMP_LOG_LEVEL": "WARNING",
@@ -59,7 +47,7 @@ def test_serve_memory_stays_flat_under_many_calls(tmp_path):
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until_up(url, proc)
+        wait_until_answering(proc, url + "/healthz")
 
         def call(_: int) -> None:
             response = requests.post(url + "/cds-services/leg-cramp-patient-view", json=body, timeout=30)

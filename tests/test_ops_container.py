@@ -11,7 +11,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cds_hooks.observability import gunicorn_hooks
 from tests.service_fixtures.postgres import free_port
+from tests.service_fixtures.waiting import wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,17 +136,7 @@ def test_the_image_entry_command_serves_from_the_built_wheel_and_its_healthcheck
     health[0] = sys.executable
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            if server.poll() is not None:
-                pytest.fail(f"the entry command exited: {log.read_text()[-3000:]}")
-            try:
-                if requests.get(base + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"the entry command did not become ready: {log.read_text()[-3000:]}")
+        wait_until_answering(server, base + "/readyz", log=log.read_text)
         assert subprocess.run(health, env=env, timeout=30, check=False).returncode == 0
         assert requests.get(base + "/cds-services", timeout=5).status_code == 401, "production: authentication on"
         families = {f.name for f in text_string_to_metric_families(requests.get(base + "/metrics", timeout=5).text)}

@@ -7,13 +7,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Self
 
-import requests
-
 from tests.service_fixtures.postgres import free_port
+from tests.service_fixtures.waiting import wait_until_answering
 
 BIN = Path(sys.executable).parent
 
@@ -54,18 +52,13 @@ class Gunicorn:
         self.proc = subprocess.Popen(production_command(self.port, self.workers), env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({self.proc.returncode}): {self.log()[-3000:]}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=2).status_code == 200 and self._all_workers_up():
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"gunicorn did not answer within {timeout} s: {self.log()[-3000:]}")
+        try:
+            wait_until_answering(self.proc, self.base + "/healthz", seconds=timeout, ready=self._all_workers_up,
+                                 log=self.log)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
 
     def _all_workers_up(self) -> bool:
         return self.log()[self._offset:].count("cramp-cds ready") >= self.workers
