@@ -58,7 +58,8 @@ def normalise_icd10(code: str) -> str:
 
 
 def normalise_ndc(code: str) -> str:
-    """An NDC as 11 digits (the HIPAA 5-4-2 form): '0093-3002-01', '00093300201' and '0093-3002-1' agree.
+    """An NDC as digits: a package code as 11 (the HIPAA 5-4-2 form: '0093-3002-01', '00093300201' and
+    '0093-3002-1' agree), a product code (labeler-product, no package) as 9 ('0093-3002' is '000933002').
 
     Hyphenated 10-digit forms (4-4-2, 5-3-2, 5-4-1) are padded in the short segment; anything else is
     returned without hyphens, unchanged otherwise (and then matches nothing).
@@ -66,7 +67,15 @@ def normalise_ndc(code: str) -> str:
     parts = code.strip().split("-")
     if len(parts) == 3 and all(p.isdigit() for p in parts):
         return f"{parts[0]:0>5}{parts[1]:0>4}{parts[2]:0>2}"
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return f"{parts[0]:0>5}{parts[1]:0>4}"
     return code.strip().replace("-", "")
+
+
+def ndc_product(ndc: str) -> str | None:
+    """The product code (first 9 digits) of an 11-digit package NDC: every package of a product is the same
+    drug, strength and form, so a list that names one package (or the product) places all of them."""
+    return ndc[:9] if len(ndc) == 11 and ndc.isdigit() else None
 
 
 def local_codings(concept: object) -> Iterator[tuple[str, str]]:

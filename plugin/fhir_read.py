@@ -24,6 +24,7 @@ from plugin.codes import (
     concept_label,
     concept_texts,
     local_codings,
+    ndc_product,
     normalise_atc,
     normalise_icd10,
     normalise_ndc,
@@ -211,7 +212,8 @@ def match_drug(concepts: list[dict], extra_texts: Iterable[str], knowledge: Know
                 ids = knowledge.rxnorm.get(code, ())
                 label = f"RxNorm {code}"
             elif system == NDC:
-                ids = knowledge.ndc.get(normalise_ndc(code), ())
+                ndc = normalise_ndc(code)
+                ids = knowledge.ndc.get(ndc) or knowledge.ndc.get(ndc_product(ndc) or "", ())
                 label = f"NDC {code}"
             elif system == ATC:
                 atc = normalise_atc(code)

@@ -91,6 +91,24 @@ def test_pinned_ndc_matches_in_every_spelling(cid, ndc, source):
         assert ids == (cid,) and how == f"NDC {spelling}"
 
 
+def test_an_unlisted_package_matches_through_its_listed_product_or_sibling_package(capsys):
+    """Every package of an NDC product is the same drug: a list naming one package, or the product code
+    (OMOP's 9-digit NDC rows), places the others; `knowledge lookup` says which listed code it went by."""
+    assert normalise_ndc("0093-3002") == "000933002" and normalise_ndc("71610-021") == "716100021"
+    assert "00004012177" not in PACK["codes"]["ndc"] and "00004012101" in PACK["codes"]["ndc"]
+    ids, how = match_drug([concept(NDC, "0004-0121-77")], [], K)        # Bumex 1 MG, a package no list names
+    assert ids == ("loop-diuretic",) and how == "NDC 0004-0121-77"
+    product = PACK["codes"]["ndc"]["016590284"]          # furosemide 40 MG tablet, a 9-digit product row
+    assert product["c"] == ["loop-diuretic"] and any(f.endswith("LoopDiuretic_V1.csv") for f in _files(product))
+    assert not any(code.startswith("01659028") for code in PACK["codes"]["ndc"] if code != "016590284")
+    assert match_drug([concept(NDC, "01659-0284-10")], [], K)[0] == ("loop-diuretic",)
+    assert match_drug([concept(NDC, "01659-0285-10")], [], K)[0] == ()  # another product of the labeler
+    from cds_hooks.cli import main as cli_main
+    assert cli_main(["knowledge", "lookup", "ndc|01659-0284-10"]) == 0
+    out = capsys.readouterr().out
+    assert "-> loop-diuretic: NDC 016590284 " in out and "(the same product as 01659028410)" in out
+
+
 def test_gaps_are_computed_truthfully_from_the_pack():
     have: dict[str, set[str]] = {cid: set() for cid in INGREDIENTS}
     for entry in PACK["codes"]["rxnorm"].values():

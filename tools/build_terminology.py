@@ -390,7 +390,7 @@ def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
                 #                         are not digits and stay out
             if vocabulary == "RxNorm":
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), tty, "source" if tty else None)
-            elif vocabulary == "NDC" and re.fullmatch(r"\d{11}", row["concept_code"]):
+            elif vocabulary == "NDC" and re.fullmatch(r"\d{9}|\d{11}", row["concept_code"]):   # product | package
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), system="ndc")
     for path, rule in PEDSNET_CONDITIONS.items():
         src = pack.source(mirror, path)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from plugin.codes import normalise_atc, normalise_icd10
+from plugin.codes import ndc_product, normalise_atc, normalise_icd10
 from plugin.knowledge.errors import KnowledgeError
 from plugin.knowledge.terminology import (
     PACK_PATH,
@@ -297,6 +297,10 @@ def load_knowledge(path: str | Path | None = None, *, pack: str | Path | None = 
                 _add(drug_words, normalise_words(word), cid)
         for code, name in more.rxnorm_names.items():
             rxnorm_names.setdefault(code, name)
+    for code, ids in list(ndc.items()):   # a listed package places every package of its product
+        if product := ndc_product(code):
+            have = ndc.setdefault(product, [])
+            have.extend(cid for cid in ids if cid not in have)
 
     freeze = lambda index: {k: tuple(v) for k, v in index.items()}
     return Knowledge(

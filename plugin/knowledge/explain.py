@@ -18,6 +18,7 @@ from plugin.codes import (
     RXNORM,
     SNOMED,
     canonical_system,
+    ndc_product,
     normalise_atc,
     normalise_icd10,
     normalise_ndc,
@@ -96,9 +97,14 @@ def lookup(knowledge: Knowledge, system: str, code: str) -> list[Reason]:
     pack_key = _PACK_KEY.get(system)
     if pack_key:
         key = normalise_ndc(code) if system == NDC else normalise_icd10(code) if system == ICD10CM else code
-        entry = (knowledge.pack.get("codes", {}).get(pack_key) or {}).get(key)
+        listed = knowledge.pack.get("codes", {}).get(pack_key) or {}
+        asked = key
+        if key not in listed and system == NDC:
+            key = _listed_package_of_same_product(key, listed) or key
+        entry = listed.get(key)
         if entry:
             tty = f" [{entry['t']}]" if entry.get("t") else ""
+            tty += f" (the same product as {asked})" if key != asked else ""
             for cid in entry["c"]:
                 cid = cid if cid in knowledge.contributors else fallback.get(cid, cid)
                 reasons.append(Reason(cid, f"{_label(system)} {key} {entry.get('n', '')}{tty}".rstrip(),
@@ -109,6 +115,16 @@ def lookup(knowledge: Knowledge, system: str, code: str) -> list[Reason]:
         if same and _same_code(system, sc.code, code):
             reasons.append(Reason(sc.contributor, f"site code {sc.system}|{sc.code}", f"{sc.file}: {sc.where}"))
     return reasons
+
+
+def _listed_package_of_same_product(ndc: str, listed: dict) -> str | None:
+    """The pack's NDC for the same product as `ndc` (its product code, or another of its packages)."""
+    product = ndc_product(ndc) or (ndc if len(ndc) == 9 else None)
+    if product is None:
+        return None
+    if product in listed:
+        return product
+    return next((code for code in sorted(listed) if code.startswith(product)), None)
 
 
 def _same_code(system: str, a: str, b: str) -> bool:
