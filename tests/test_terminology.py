@@ -28,10 +28,15 @@ PACK = json.loads(PACK_PATH.read_text(encoding="utf-8"))
 K = default_knowledge()
 
 # Pinned per medication contributor: (RxNorm code, kind, a source file that lists it). From the pack.
+NDC_MAP = "FDA NDC directory with atc5 atc4 ingredients (2020_06_17).zip"   # fabkury/ndc_map
 PINNED = {
-    "quinine": [("428423", "SCD", "antiplatelet_rxcui_classes.sas7bdat"),     # aspirin 300 MG / quinine 30 MG
+    "quinine": [("198186", "SCD", "RxTerms.txt"),                               # quinine 325 MG Oral Capsule
+                ("428423", "SCD", "antiplatelet_rxcui_classes.sas7bdat"),     # aspirin 300 MG / quinine 30 MG
                 ("429479", "multi-ingredient", "rx_2023_07_Aminophylline_V1.csv")],  # aminophylline / quinine
-    "laba": [("896209", "SCD", "modules/copd.json"),     # fluticasone / salmeterol 0.05 MG/ACTUAT DPI (Synthea)
+    "laba": [("1114333", "SBD", "RxTerms.txt"),                                 # indacaterol [Arcapta]
+             ("1114329", "SCD", "RxTerms.txt"),
+             ("1246290", "multi-ingredient", "RxTerms.txt"),                    # budesonide / formoterol [Symbicort]
+             ("896209", "SCD", "modules/copd.json"),     # fluticasone / salmeterol 0.05 MG/ACTUAT DPI (Synthea)
              ("896209", "multi-ingredient", "modules/copd.json")],
     "loop-diuretic": [("200801", "SBD", "antihtn_rxcuis.csv"),                  # furosemide 20 MG [Lasix]
                       ("198372", "SCD", "antihtn_rxcuis.csv"),                  # torsemide 5 MG Oral Tablet
@@ -47,15 +52,37 @@ PINNED = {
                ("404011", "multi-ingredient", "antihtn_rxcuis.csv"),
                ("762664", "pack", "antilipidemics_rxcui_classes.sas7bdat"),   # aspirin / pravastatin pack
                ("152923", "SBD", "antilipidemics_rxcui_classes.sas7bdat")],   # simvastatin 40 MG [Zocor]
-    "conjugated-estrogens": [("197660", "SCD", "medication.py"),                # VSAC Conjugated Estrogens
+    "iron-sucrose": [("1741267", "SCD", "hierro_sacarosa/mapping.tsv")],       # 5 ML iron sucrose 20 MG/ML
+    "conjugated-estrogens": [("150840", "SBD", "RxTerms.txt"),                  # 0.625 MG Oral Tablet [Premarin]
+                             ("197660", "SCD", "medication.py"),                # VSAC Conjugated Estrogens
                              ("1441392", "multi-ingredient", "medication.py"),
-                             ("1000398", "pack", "medication.py")],
+                             ("1000398", "pack", "medication.py"),
+                             ("1000487", "pack", "RxTerms.txt")],               # [Premphase 28 Day] BPCK
+    "raloxifene": [("1490067", "SBD", "ema-to-rxnorm.tsv"),                     # 60 MG Oral Tablet [Evista]
+                   ("213171", "SBD", "RxTerms.txt"),
+                   ("1490065", "SCD", "ema-to-rxnorm.tsv")],
+    "teriparatide": [("1435118", "SCD", "ema-to-rxnorm.tsv"),                   # 0.02 MG/ACTUAT Pen Injector
+                     ("2693643", "SBD", "ema-to-rxnorm.tsv")],                  # 0.56 ML … Pen Injector [Yorvipath]
     "naproxen": [("105898", "SBD", "valueset-naproxen.xml"),                    # Naprosyn 250 MG
                  ("1608797", "SCD", "valueset-naproxen.xml"),
                  ("1653765", "multi-ingredient", "valueset-naproxen.xml"),      # naproxen / sumatriptan
-                 ("758486", "pack", "valueset-naproxen.xml")],
+                 ("758486", "pack", "valueset-naproxen.xml"),
+                 ("1116369", "pack", "RxTerms.txt")],                           # Naprelan starter pack
 }
-PINNED_NDC = {"loop-diuretic": ("00004012101", "rx_2021_11_LoopDiuretic_V1.csv")}   # Bumex 1 MG tablets
+# One NDC per medication contributor, with the file that lists it; every spelling must match.
+PINNED_NDC = {
+    "loop-diuretic": ("00004012101", "rx_2021_11_LoopDiuretic_V1.csv"),     # Bumex 1 MG tablets (PEDSnet)
+    "quinine": ("00093300256", NDC_MAP),      # Teva's quinine sulfate 324 MG (the reference's C13 product)
+    "laba": ("00085222301", NDC_MAP),         # formoterol / mometasone
+    "thiazide-diuretic": ("00006071731", NDC_MAP),                         # hydrochlorothiazide / losartan
+    "potassium-sparing-diuretic": ("00025100131", NDC_MAP),                 # spironolactone
+    "statin": ("00003517805", NDC_MAP),                                     # pravastatin
+    "iron-sucrose": ("00517231005", NDC_MAP),
+    "conjugated-estrogens": ("00046074905", NDC_MAP),
+    "raloxifene": ("00002418402", NDC_MAP),
+    "teriparatide": ("00002840001", NDC_MAP),
+    "naproxen": ("00093100501", NDC_MAP),
+}
 
 
 def _files(entry: dict) -> list[str]:
@@ -107,6 +134,25 @@ def test_an_unlisted_package_matches_through_its_listed_product_or_sibling_packa
     assert cli_main(["knowledge", "lookup", "ndc|01659-0284-10"]) == 0
     out = capsys.readouterr().out
     assert "-> loop-diuretic: NDC 016590284 " in out and "(the same product as 01659028410)" in out
+
+
+def test_quinine_ndcs_agree_with_the_clinical_reference_and_reach_the_brand_concept():
+    """The reference (C13) says Teva's quinine NDC 0093-3002 is RxCUI 997010; the FDA NDC Directory as mapped
+    by ndc_map says the same of its package, and maps Qualaquin's NDC to 997012, which therefore matches."""
+    assert match_drug([concept(NDC, "0093-3002")], [], K)[0] == ("quinine",)   # the reference's product code
+    assert PACK["codes"]["ndc"]["00093300256"]["c"] == ["quinine"]
+    for code in ("997010", "997012"):
+        entry = PACK["codes"]["rxnorm"][code]
+        assert entry["c"] == ["quinine"] and any(f.endswith(NDC_MAP) for f in _files(entry))
+        assert match_drug([rx(code)], [], K)[0] == ("quinine",)
+    assert "t" not in PACK["codes"]["rxnorm"]["997012"]   # its term type is not published where we read it
+
+
+@pytest.mark.parametrize("cid", ["iron-sucrose", "raloxifene", "teriparatide"])
+def test_the_pack_has_no_combination_where_its_gap_note_says_the_ndc_directory_has_none(cid):
+    assert "multi-ingredient" in PACK["gaps"][cid] and "no NDC combining" in PACK["not_covered"][cid]
+    named = [e["n"] for system in ("rxnorm", "ndc") for e in PACK["codes"][system].values() if cid in e["c"]]
+    assert named and not [n for n in named if " / " in n]
 
 
 def test_gaps_are_computed_truthfully_from_the_pack():

@@ -26,9 +26,12 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+
+from plugin.codes import normalise_ndc
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRIBUTORS = ROOT / "plugin" / "knowledge" / "contributors.json"
@@ -130,6 +133,20 @@ PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiaz
                  "drugs/rx_2021_03_ReninAngioTensinAldosteronSystemBlockers_V1.csv",
                  "drugs/rx_2022_08_ProtonPumpInhibitors_V1.csv"]
 SSMITH_FILE = "antihypertensive_drugs/antihtn_rxcuis.csv"
+# RxTerms was removed from ringful/RxParser's main line; read where it was last present.
+RXTERMS_REPO, RXTERMS_COMMIT = "ringful/RxParser", "55d3d9564bc18820c6357f85c028bbf52df278d8"
+RXTERMS_FILE = "src/main/java/com/ringfulhealth/rxparser/entity/rxnorm/RxTerms.txt"
+EMA_REPO, EMA_FILE = "mi-erasmusmc/ema-authorised-to-rxnorm-mappings", "ema-to-rxnorm.tsv"
+_EMA_SPAIN = ("mi-erasmusmc/ema-authorised-to-rxnorm-mappings", "920aa6c751c6d45dd08b86a50dd8971828fbdfb9",
+              "data/spain/products/hierro_sacarosa/mapping.tsv")
+# (system, code, name as published, term type, how the term type is known, source)
+CARRIED = [
+    ("rxnorm", "1741267", "5 ML iron sucrose 20 MG/ML Injection", "SCD",   # Spanish Venofer and Feriv map here
+     "name pattern (a quantified clinical drug)", _EMA_SPAIN),
+]
+NDC_MAP_REPO = "fabkury/ndc_map"
+NDC_MAP_FILE = "FDA NDC Directory with drug classes/FDA NDC directory with atc5 atc4 ingredients (2020_06_17).zip"
+NDC_MAP_MEMBER = "ndc_map 2020_06_17 (atc5 atc4 ingredients).csv"
 SSMITH_LIPIDS = "lipid_lowering_therapy/antilipidemics_rxcui_classes.sas7bdat"
 SSMITH_ANTIPLATELETS = "antiplatelets/antiplatelet_rxcui_classes.sas7bdat"
 PDDI_FILES = ["input/vocabulary/valueset-naproxen.xml", "input/vocabulary/valueset-aspirin.xml"]  # aspirin / quinine
@@ -146,18 +163,20 @@ _FHIR_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm": "rxnorm", "http:
 OMOP_CLASS_TTY = {"Ingredient": "IN", "Precise Ingredient": "PIN", "Multiple Ingredients": "MIN",
                   "Clinical Drug": "SCD", "Branded Drug": "SBD", "Clinical Drug Comp": "SCDC",
                   "Branded Drug Comp": "SBDC", "Clinical Drug Form": "SCDF", "Branded Drug Form": "SBDF",
-                  "Clinical Pack": "GPCK", "Branded Pack": "BPCK", "Brand Name": "BN"}
+                  "Clinical Pack": "GPCK", "Branded Pack": "BPCK", "Brand Name": "BN",
+                  "Quant Clinical Drug": "SCD", "Quant Branded Drug": "SBD"}   # RxNorm's quantified SCD/SBD
 
 
 # --- reading the snapshots -----------------------------------------------------------------------
 
 class Mirror:
-    def __init__(self, root: Path, repo: str):
+    def __init__(self, root: Path, repo: str, commit: str = "HEAD"):
+        """A snapshot read at `commit` (HEAD, or an older commit where a list was later removed)."""
         self.repo = repo
         self.git = root / repo.replace("/", "+") / "repo"
         if not self.git.is_dir():
             sys.exit(f"missing snapshot of {repo}: expected a git directory at {self.git} (use the fetch tool)")
-        self.commit = self._run("rev-parse", "HEAD").strip()
+        self.commit = self._run("rev-parse", commit).strip()
 
     def _run(self, *args: str) -> str:
         return subprocess.run(["git", f"--git-dir={self.git}", *args], check=True, capture_output=True,
@@ -165,6 +184,10 @@ class Mirror:
 
     def read(self, path: str) -> str:
         return self._run("show", f"{self.commit}:{path}").lstrip("\ufeff")
+
+    def read_bytes(self, path: str) -> bytes:
+        return subprocess.run(["git", f"--git-dir={self.git}", "show", f"{self.commit}:{path}"], check=True,
+                              capture_output=True).stdout
 
     def files(self, folder: str) -> list[str]:
         return sorted(self._run("ls-tree", "--name-only", f"{self.commit}:{folder}").split())
@@ -184,12 +207,18 @@ class Pack:
     # brand (lower case) -> the contributor sets of every product seen with it, matched or not
     brands_seen: dict[str, list[frozenset]] = field(default_factory=dict)
 
-    def source(self, mirror: Mirror, path: str, **value_set: str) -> str:
-        key = (mirror.repo, path, tuple(sorted(value_set.items())))
+    def source(self, mirror: Mirror, path: str, member: str = "", **value_set: str) -> str:
+        return self.cite(mirror.repo, mirror.commit, path, member, **value_set)
+
+    def cite(self, repo: str, commit: str, path: str, member: str = "", **value_set: str) -> str:
+        """The key (T…) of a source: a file (and the member of a zip file) at a commit of a public repo."""
+        key = (repo, path, member, tuple(sorted(value_set.items())))
         if key not in self._source_ids:
             sid = f"T{len(self._source_ids) + 1}"
             self._source_ids[key] = sid
-            entry = {"repository": f"https://github.com/{mirror.repo}", "commit": mirror.commit, "file": path}
+            entry = {"repository": f"https://github.com/{repo}", "commit": commit, "file": path}
+            if member:
+                entry["member"] = member
             if value_set:
                 entry["value_set"] = dict(value_set)
             self.sources[sid] = entry
@@ -338,6 +367,52 @@ def read_ssmith(pack: Pack, mirror: Mirror) -> None:
         hint = SSMITH_CLASSES.get(row["class"])
         hints = (row["ingredient_name"],) if hint else ()
         _add_drug(pack, row["RXCUI"], row["STR"], hints, partial(str, src), row["TTY"], "source")
+
+
+def read_rxterms(pack: Pack, mirror: Mirror) -> None:
+    """NLM RxTerms (a 2013 copy in ringful/RxParser): SCD, SBD and BPCK rows with RxNorm's full names.
+    The copy is sorted as text and ends mid-row at RXCUI 543600; the cut row is skipped."""
+    src = pack.source(mirror, RXTERMS_FILE)
+    for row in csv.DictReader(io.StringIO(mirror.read(RXTERMS_FILE)), delimiter="|", quoting=csv.QUOTE_NONE):
+        if row.get("SXDG_NAME") is None:   # the cut last row
+            continue
+        _add_drug(pack, row["RXCUI"], row["FULL_NAME"], (), partial(str, src), row["TTY"], "source")
+
+
+def read_ndc_map(pack: Pack, mirror: Mirror) -> None:
+    """fabkury/ndc_map: the FDA NDC Directory of 2020-06-17 with the RxCUI RxNav maps each package NDC to
+    and that concept's ingredients (IN, or MIN for a combination). Every NDC naming a contributor's
+    ingredient joins the pack, and so does the product RxCUI it maps to (named by its ingredients)."""
+    src = partial(str, pack.source(mirror, NDC_MAP_FILE, NDC_MAP_MEMBER))
+    with zipfile.ZipFile(io.BytesIO(mirror.read_bytes(NDC_MAP_FILE))) as archive:
+        text = io.TextIOWrapper(archive.open(NDC_MAP_MEMBER), encoding="utf-8", newline="")
+        products: dict[str, tuple[str, dict[str, str]]] = {}
+        for row in csv.DictReader(text):
+            if row["in_name"] != "NA" and row["rxcui"] != "NA":
+                rxcui, names = products.setdefault(normalise_ndc(row["ndc"]), (row["rxcui"], {}))
+                names[row["in_tty"]] = row["in_name"]
+    for ndc, (rxcui, names) in sorted(products.items()):
+        name = names.get("MIN") or names.get("IN", "")   # a combination's MIN names every ingredient
+        if re.fullmatch(r"\d{11}", ndc) and medication_contributors(name):
+            _add_drug(pack, ndc, name, (), src, system="ndc")
+            _add_drug(pack, rxcui, name, (), src, tty="", tty_from="")   # the product's term type is not given
+
+
+def read_ema(pack: Pack, mirror: Mirror) -> None:
+    """mi-erasmusmc/ema-authorised-to-rxnorm-mappings: EU-authorised products mapped to RxNorm concepts,
+    with OMOP's concept class (the term type) and RxNorm's name; RxNorm Extension rows stay out."""
+    src = pack.source(mirror, EMA_FILE)
+    for row in csv.DictReader(io.StringIO(mirror.read(EMA_FILE)), delimiter="\t", quoting=csv.QUOTE_NONE):
+        tty = OMOP_CLASS_TTY.get(row["concept_class_id"])
+        if row["vocabulary_id"] == "RxNorm" and tty:
+            _add_drug(pack, row["rxcui"], row["concept_name"], (), partial(str, src), tty, "source")
+
+
+def read_carried(pack: Pack) -> None:
+    """Rows read through the public code index in files whose commit no snapshot here holds; each is
+    cited exactly (repository, commit, file) and carried over as published."""
+    for system, code, name, tty, tty_from, (repo, commit, path) in CARRIED:
+        _add_drug(pack, code, name, (), partial(pack.cite, repo, commit, path), tty, tty_from, system)
 
 
 def _sas_rows(mirror: Mirror, path: str):
@@ -501,7 +576,7 @@ def brand_names(pack: Pack) -> dict[str, dict]:
 
 # Every snapshot build() reads (owner/name), for whoever checks they are all there first.
 SNAPSHOTS = ("ssmithm/rxnorm-drug-lists", "canvas-medical/canvas-plugins", "PEDSnet/Variable-Dictionary",
-             "HL7/PDDI-CDS", "cqframework/ecqm-content-r4-2021", SYNTHEA_REPO)
+             "HL7/PDDI-CDS", "cqframework/ecqm-content-r4-2021", SYNTHEA_REPO, RXTERMS_REPO, EMA_REPO, NDC_MAP_REPO)
 
 
 def build(mirrors: Path) -> dict:
@@ -515,6 +590,10 @@ def build(mirrors: Path) -> dict:
     read_pddi(pack, Mirror(mirrors, "HL7/PDDI-CDS"))
     read_ecqm_content(pack, Mirror(mirrors, "cqframework/ecqm-content-r4-2021"))
     read_synthea(pack, Mirror(mirrors, SYNTHEA_REPO))
+    read_rxterms(pack, Mirror(mirrors, RXTERMS_REPO, RXTERMS_COMMIT))
+    read_ema(pack, Mirror(mirrors, EMA_REPO))
+    read_carried(pack)
+    read_ndc_map(pack, Mirror(mirrors, NDC_MAP_REPO))
     known = {c["id"] for c in json.loads(CONTRIBUTORS.read_text(encoding="utf-8"))["contributors"]}
     for system, entries in pack.codes.items():
         for code, entry in entries.items():
@@ -585,27 +664,34 @@ def gaps(pack: Pack) -> dict[str, list[str]]:
 
 # What no public list found here covers; said in the pack so that `knowledge show` can say it too.
 NOT_COVERED = {
-    "quinine": "No public list read here has a quinine-only product or any quinine SBD, pack or NDC (searched: "
-               "Qualaquin, 'quinine sulfate 324 MG' in public code; VSAC sets in canvas-plugins and cqframework "
-               "eCQM content have none); the combinations (aminophylline / quinine, aspirin / quinine) come from "
-               "ssmithm's antiplatelet list, "
-               "PEDSnet and HL7 PDDI-CDS. The knowledge file's ingredient and SCD/SBD codes (clinical reference "
-               "C2, C7, C11, C13) and names still apply.",
-    "raloxifene": "No public product-level list found (searched: raloxifene, Evista, osteoporosis medication value "
-                  "sets); ingredient code and names from the knowledge file apply.",
-    "teriparatide": "No public product-level list found (searched: teriparatide, Forteo); ATC code and names from "
-                    "the knowledge file apply.",
-    "iron-sucrose": "No public product-level list found (searched: iron sucrose, Venofer); matched by name "
-                    "(knowledge file).",
-    "laba": "One SCD (fluticasone / salmeterol, Synthea's COPD module) and clinical and branded drug forms "
-            "(PEDSnet: Symbicort, Breztri); no LABA SBD or NDC in the lists read here. The knowledge file's "
-            "SCD/SBD codes and brand names (Advair, Symbicort, Breo …) still apply.",
-    "conjugated-estrogens": "The VSAC Conjugated Estrogens set (canvas-plugins) lists clinical drugs and packs, "
-                            "no branded drug, and no other list read here has one (searched: Premarin); Premarin "
-                            "is matched by name (knowledge file).",
-    "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic.",
-    "ndc": "NDCs come only from PEDSnet's loop-diuretic set (11-digit, with names); the NDC lists published beside "
-           "ssmithm's RXCUI lists are over the snapshot size limit, so other classes have none yet.",
+    "quinine": "RxTerms (2013) lists quinine SCDs (e.g. 198186, 312762) and the FDA NDC Directory of 2020-06-17 "
+               "(fabkury/ndc_map) lists quinine NDCs with the RxCUIs they map to: 997010 for the generic 324 mg "
+               "capsules (as the clinical reference's C13 says of NDC 0093-3002) and 997012 for Qualaquin's NDC "
+               "49708-0153-07. No list read here names 997012 or gives its term type, so no quinine SBD is "
+               "pinned (997012 still matches); no list has a quinine pack (RxTerms' 153 packs have none). "
+               "Combinations (aminophylline / quinine, aspirin / quinine) come from ssmithm's antiplatelet list, "
+               "PEDSnet and HL7 PDDI-CDS.",
+    "laba": "SBDs, SCDs and combinations from RxTerms, PEDSnet and Synthea, NDCs from the FDA NDC Directory "
+            "(ndc_map). No list read here has a pack containing a LABA (RxTerms' 153 packs have none; ndc_map "
+            "gives no term types).",
+    "iron-sucrose": "One SCD (1741267, from the EMA/Spain mapping) and the FDA NDC Directory's iron-sucrose NDCs "
+                    "(Venofer), whose RxCUIs join the pack without a term type. No list read here names a branded "
+                    "iron-sucrose product; the NDC Directory of 2020-06-17 has no NDC combining iron sucrose with "
+                    "another ingredient, and no list has a pack of it.",
+    "raloxifene": "SCDs and SBDs (Evista) from RxTerms and the EMA mapping, NDCs from the FDA NDC Directory. The NDC "
+                  "Directory of 2020-06-17 has no NDC combining raloxifene with another ingredient, and no list "
+                  "read here has a pack of it.",
+    "teriparatide": "An SCD (1435118) and SBDs from the EMA mapping (RxNorm names Yorvipath, palopegteriparatide, "
+                    "as teriparatide, so it is in the class), NDCs (Forteo) from the FDA NDC Directory. The NDC "
+                    "Directory of 2020-06-17 has no NDC combining teriparatide with another ingredient, and no list "
+                    "read here has a pack of it.",
+    "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic: "
+             "not RxTerms' 153 packs, not ssmithm's antihypertensive list (no packs at all), not PEDSnet's OMOP "
+             "sets (which do list packs of other antihypertensives, e.g. prazosin 1100691, clonidine 1310588), "
+             "not the VSAC sets.",
+    "ndc": "NDCs come from the FDA NDC Directory of 2020-06-17 as mapped to RxNorm by fabkury/ndc_map (every "
+           "class) and from PEDSnet's loop-diuretic set (package and product codes). A listed package or "
+           "product code places every package of that product (the NDC's first nine digits).",
 }
 
 

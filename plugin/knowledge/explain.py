@@ -49,6 +49,7 @@ def describe_source(knowledge: Knowledge, key: str) -> str:
     if src:
         vs = src.get("value_set") or {}
         where = f"{src['repository']} @ {src['commit'][:12]} {src['file']}"
+        where += f" (member {src['member']})" if src.get("member") else ""
         if vs:
             label = " ".join(f"{k} {v}" for k, v in vs.items() if v)
             where += f" (value set {label})"
@@ -159,7 +160,7 @@ def show(knowledge: Knowledge, cid: str, *, every_code: bool = False) -> list[st
         mine = {code: e for code, e in entries.items() if ids & set(e["c"])}
         if not mine:
             continue
-        ttys = Counter(e.get("t", "?") for e in mine.values())
+        ttys = Counter(e.get("t", "no term type") for e in mine.values())
         detail = ", ".join(f"{t} {n}" for t, n in sorted(ttys.items())) if system == "rxnorm" else ""
         lines.append(f"  {system}: {len(mine)} codes" + (f" ({detail})" if detail else ""))
         for code, e in mine.items():
