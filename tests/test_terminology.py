@@ -241,6 +241,8 @@ def test_brand_names_from_the_pack_feed_the_name_fallback():
     (icd("Z34.83"), "pregnancy"),
     (icd("E03.2"), "hypothyroidism"),
     (sct("236435004"), "chronic-kidney-disease"),   # ESRD on dialysis (its own finding once split)
+    (sct("191811004"), "alcohol-use-disorder"),   # continuous chronic alcoholism (VSAC Alcohol and Drug Dependence)
+    (sct("713862009"), "alcohol-use-disorder"),   # severe alcohol dependence
 ])
 def test_condition_descendants_beyond_the_reference_examples(coding, cid):
     ids, _ = match_condition(coding, K)
@@ -256,10 +258,20 @@ def test_condition_sets_keep_out_what_the_reference_excludes(coding):
     assert "diabetes" not in ids
 
 
+def test_the_alcohol_set_keeps_its_alcohol_codes_and_leaves_the_other_drugs_out():
+    """VSAC Alcohol and Drug Dependence also lists opioid, cannabis … dependence: none of it is alcohol."""
+    named = {e["n"] for s in ("snomed", "icd10cm") for e in PACK["codes"][s].values()
+             if "alcohol-use-disorder" in e["c"]}
+    assert len(named) > 40 and all(re.search("alcohol", n, re.IGNORECASE) for n in named)
+    assert "F1120" not in PACK["codes"]["icd10cm"]                      # opioid dependence, in the same set
+    assert "alcohol-use-disorder" not in match_condition(icd("F11.20"), K)[0]
+
+
 WORDS = {"diabetes": "diabet", "pregnancy": "pregnan|gestation|childbirth|puerper|obstetric",
          "chronic-kidney-disease": "kidney|renal|nephropathy", "esrd-dialysis": "kidney|renal|dialysis",
          "peripheral-artery-disease": "peripheral|angiopathy|circulat|vascular|ischemi",
-         "neuropathy": "neuropath", "cirrhosis": "cirrho|liver|hepat", "hypothyroidism": "thyroid"}
+         "neuropathy": "neuropath", "cirrhosis": "cirrho|liver|hepat", "hypothyroidism": "thyroid",
+         "alcohol-use-disorder": "alcohol"}
 
 
 def test_a_condition_code_is_in_two_findings_only_when_it_names_both():

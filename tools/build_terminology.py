@@ -100,6 +100,9 @@ VSAC_CONDITIONS = {  # by OID, wherever the expansion is published
     "2.16.840.1.113883.3.464.1003.109.12.1017": ConditionSet("chronic-kidney-disease", esrd=CKD_ESRD),
     "2.16.840.1.113883.3.464.1003.199.12.1035": LIVER,   # Chronic Liver Disease
     "2.16.840.1.113762.1.4.1047.42": LIVER,              # Liver Disease
+    # Alcohol and Drug Dependence (CMS137): its alcohol codes only
+    "2.16.840.1.113883.3.464.1003.106.12.1001": ConditionSet("alcohol-use-disorder", keep=r"alcohol",
+                                                             drop=_NOT_CURRENT),
     "2.16.840.1.113883.3.526.3.378": ConditionSet("pregnancy", drop=_NOT_CURRENT + r"|postpartum|puerper|"
                                                   r"pregnancy loss|pregnancy test|not pregnant|" + _ENDED),
 }
