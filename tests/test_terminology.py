@@ -12,7 +12,7 @@ import pytest
 from plugin.codes import NDC, RXNORM, normalise_ndc
 from plugin.fhir_read import match_condition, match_drug
 from plugin.knowledge import KnowledgeError, default_knowledge, load_knowledge
-from plugin.knowledge.terminology import PACK_PATH, index_path
+from plugin.knowledge.terminology import DRUG_CATEGORIES, PACK_PATH, index_path
 from tests.builders import concept, icd, rx, sct
 from tools.build_terminology import (
     INGREDIENTS,
@@ -229,24 +229,44 @@ def test_brand_names_from_the_pack_feed_the_name_fallback():
 
 # --- conditions ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("coding,cid", [
+# Codes beyond the clinical reference's examples, one or more per condition contributor, and the contributor.
+CONDITION_PINS = [
     (icd("E11.3213"), "diabetes"),        # VSAC Diabetes: retinopathy with macular edema, right eye
     (icd("E10.65"), "diabetes"),
     (sct("421895002"), "peripheral-artery-disease"),  # peripheral vascular disorder due to diabetes
-    (sct("399957001"), "peripheral-artery-disease"),
     (sct("13694005"), "neuropathy"),      # sensory polyneuropathy (PEDSnet peripheral neuropathy)
     (sct("126534007"), "neuropathy"),
     (sct("1761006"), "cirrhosis"),        # biliary cirrhosis
     (sct("72892002"), "pregnancy"),       # "Normal pregnancy", the concept Synthea records
     (icd("Z34.83"), "pregnancy"),
     (icd("E03.2"), "hypothyroidism"),
-    (sct("236435004"), "chronic-kidney-disease"),   # ESRD on dialysis (its own finding once split)
     (sct("191811004"), "alcohol-use-disorder"),   # continuous chronic alcoholism (VSAC Alcohol and Drug Dependence)
     (sct("713862009"), "alcohol-use-disorder"),   # severe alcohol dependence
-])
+    (sct("202788007"), "lumbar-spinal-stenosis"),   # degenerative lumbar spinal stenosis (gm-sde)
+    (sct("303081002"), "lumbar-spinal-stenosis"),   # neurogenic claudication (IPS free set)
+    (sct("35498005"), "venous-insufficiency"),      # stasis dermatitis (IPS free set)
+    (sct("15929861000119106"), "venous-insufficiency"),   # venous stasis oedema of both legs (PEDSnet)
+    (sct("90791000119104"), "esrd-dialysis"),       # ESRD on dialysis due to type 2 diabetes (PEDSnet)
+    (sct("949901000000109"), "chronic-kidney-disease"),   # CKD G3aA2 (PEDSnet)
+]
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "clinical-reference.md"
+
+
+@pytest.mark.parametrize("coding,cid", CONDITION_PINS)
 def test_condition_descendants_beyond_the_reference_examples(coding, cid):
     ids, _ = match_condition(coding, K)
-    assert cid in ids or (cid == "chronic-kidney-disease" and "esrd-dialysis" in ids)
+    target = cid if cid in K.contributors else "chronic-kidney-disease"   # ESRD before its own contributor
+    assert target in ids
+    if REFERENCE.is_file():   # ../shared, beside the project (CI has it)
+        assert coding["coding"][0]["code"] not in REFERENCE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("cid", [c for c, con in K.contributors.items() if con.category not in DRUG_CATEGORIES])
+def test_every_condition_contributor_has_codes_beyond_the_reference_or_says_why_not(cid):
+    if cid in {pinned for _, pinned in CONDITION_PINS}:
+        assert cid not in PACK["not_covered"]
+    else:
+        assert "beyond the" in PACK["not_covered"][cid] or "only the reference" in PACK["not_covered"][cid]
 
 
 @pytest.mark.parametrize("coding", [

@@ -65,7 +65,7 @@ FALLBACK_IDS = {ESRD: "chronic-kidney-disease"}
 
 # Condition value sets -> contributor, with names the clinical reference keeps out.
 _ENDED = r"miscarriage|abortion|stillbirth|fetal death|ectopic|molar|hydatidiform|blighted"  # not pregnant now
-_NOT_CURRENT = r"history of|family history|personal history|screening|suspected|ruled out|no evidence|absent"
+_NOT_CURRENT = r"history of|\bh/o\b|family history|personal history|screening|suspected|ruled out|no evidence|absent"
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,34 @@ PEDSNET_CONDITIONS = {
                             r"lactat|breast|abortion|ectopic|molar|hydatidiform|termination|pregnancy loss|"
                             r"pregnancy test|not pregnant|childcare|contracept|procreative|infertil|" + _ENDED),
 }
+# Lists read whole (a problem-list subset, UK code sets): a code joins the first of these its name matches.
+NAMED_CONDITIONS = [
+    ConditionSet("lumbar-spinal-stenosis", keep=r"(lumbar|lumbosacral)\b.*stenosis|stenosis.*\blumbar|"
+                                                r"neurogenic claudication|spinal claudication",
+                 drop=_NOT_CURRENT),
+    ConditionSet("venous-insufficiency",
+                 keep=r"venous insufficiency|venous stasis|stasis (dermatitis|eczema|edema)|varicose ulcer|"
+                      r"varicose veins? of (the )?(legs?|lower (limb|extremit))",
+                 drop=_NOT_CURRENT + r"|thromb|morpholog|mixed arteriovenous|immobility"),
+    ConditionSet("volume-depletion", keep=r"dehydrat|hypovol(a)?emi|volume depletion",
+                 drop=_NOT_CURRENT + r"|newborn|neonat|o/e|shock"),
+    ConditionSet("low-potassium", keep=r"hypokal(a)?emi", drop=_NOT_CURRENT + r"|newborn|neonat|periodic paralysis"),
+    ConditionSet("low-magnesium", keep=r"hypomagnes", drop=_NOT_CURRENT + r"|newborn|neonat"),
+    ConditionSet("low-calcium", keep=r"hypocalc(a)?emi", drop=_NOT_CURRENT + r"|newborn|neonat|puerper|pregnan"),
+    ConditionSet("alcohol-use-disorder",
+                 keep=r"alcoholism|alcohol (abuse|dependence|misuse|use disorder|withdrawal)|nondependent alcohol|"
+                      r"alcoholic (psychosis|paranoia|polyneuropathy|dementia|brain)|(harmful|hazardous) "
+                      r"(alcohol|drinking)",
+                 drop=_NOT_CURRENT + r"|fetal|maternal|counsel|liver|cirrho|hepat"),
+    ConditionSet("leg-cramps-documented", keep=r"^cramp$|cramp in (lower )?(leg|limb)|leg cramp|calf cramp",
+                 drop=r"pain"),
+]
+IPS_REPO, IPS_COMMIT = "HL7/fhir-ips", "57c3299fe9759f9be7c7b6976ce61f57ef9a7bd1"
+IPS_FILE = "input/fsh/valuesets/ProblemsSnomedCtIpsFreeSet.fsh"   # the clinical reference's C8; gone at HEAD
+GM_SDE_REPO = "UoM-Data-Science-Platforms/gm-sde"                  # the clinical reference's C15
+GM_SDE_FILES = [f"shared/clinical-code-sets/conditions/{name}/1/{name}.snomed.txt"
+                for name in ("back-pain", "back-problems", "chronic-pain", "efi-skin-ulcer")]
+PEDSNET_NAMED = ["conditions/dx_edema.csv"]   # venous stasis edema and ulcers among other oedema codes
 PEDSNET_DRUGS = ["drugs/rx_2021_11_LoopDiuretic_V1.csv", "drugs/rx_2021_05_Thiazides_V1.csv",
                  "drugs/rx_2021_03_Antihypertensive_V1.csv", "drugs/rx_2022_09_AntiAsthmaticAgents_V1.csv",
                  # sets built for other studies, read for ours: quinine combinations (aminophylline / quinine,
@@ -363,6 +391,32 @@ def _add_condition(pack: Pack, system: str, code: str, name: str, rule: Conditio
     pack.add(system, code, list(dict.fromkeys([cid, *also])), name, source())
 
 
+def _add_named_condition(pack: Pack, system: str, code: str, name: str, source) -> None:
+    """A code from a list read whole: it joins the first NAMED_CONDITIONS rule its name matches, if any."""
+    for rule in NAMED_CONDITIONS:
+        if re.search(rule.keep, name, re.IGNORECASE):
+            _add_condition(pack, system, code, name, rule, source)
+            return
+
+
+def read_ips(pack: Pack, mirror: Mirror) -> None:
+    """HL7/fhir-ips: the SNOMED CT IPS free set (SNOMED 2022-07-31) as a FHIR expansion in FSH."""
+    src = partial(str, pack.source(mirror, IPS_FILE))
+    text = mirror.read(IPS_FILE)
+    pairs = re.findall(r"contains\[=\]\.code = #(\d+)\s*\n\* \^expansion\.contains\[=\]\.display = \"([^\"]+)\"", text)
+    for code, name in pairs:
+        _add_named_condition(pack, "snomed", code, name, src)
+
+
+def read_gm_sde(pack: Pack, mirror: Mirror) -> None:
+    """UoM-Data-Science-Platforms/gm-sde: Greater Manchester SNOMED code sets (code, tab, name per line)."""
+    for path in GM_SDE_FILES:
+        src = partial(str, pack.source(mirror, path))
+        for line in mirror.read(path).splitlines():
+            code, _, name = line.partition("\t")
+            _add_named_condition(pack, "snomed", code.strip(), name.strip(), src)
+
+
 def read_ssmith(pack: Pack, mirror: Mirror) -> None:
     """ssmithm/rxnorm-drug-lists: antihypertensive RXCUIs with TTY, ingredient and class (RxNorm May 2026)."""
     src = pack.source(mirror, SSMITH_FILE)
@@ -470,6 +524,12 @@ def read_pedsnet(pack: Pack, mirror: Mirror) -> None:
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), tty, "source" if tty else None)
             elif vocabulary == "NDC" and re.fullmatch(r"\d{9}|\d{11}", row["concept_code"]):   # product | package
                 _add_drug(pack, row["concept_code"], name, hints, partial(str, src), system="ndc")
+    for path in PEDSNET_NAMED:
+        src = pack.source(mirror, path)
+        for row in csv.DictReader(io.StringIO(mirror.read(path))):
+            if row.get("vocabulary_id") == "SNOMED":
+                _add_named_condition(pack, "snomed", row["concept_code"].strip(), row["concept_name"].strip(),
+                                     partial(str, src))
     for path, rule in PEDSNET_CONDITIONS.items():
         src = pack.source(mirror, path)
         for row in csv.DictReader(io.StringIO(mirror.read(path))):
@@ -579,7 +639,8 @@ def brand_names(pack: Pack) -> dict[str, dict]:
 
 # Every snapshot build() reads (owner/name), for whoever checks they are all there first.
 SNAPSHOTS = ("ssmithm/rxnorm-drug-lists", "canvas-medical/canvas-plugins", "PEDSnet/Variable-Dictionary",
-             "HL7/PDDI-CDS", "cqframework/ecqm-content-r4-2021", SYNTHEA_REPO, RXTERMS_REPO, EMA_REPO, NDC_MAP_REPO)
+             "HL7/PDDI-CDS", "cqframework/ecqm-content-r4-2021", SYNTHEA_REPO, RXTERMS_REPO, EMA_REPO, NDC_MAP_REPO,
+             IPS_REPO, GM_SDE_REPO)
 
 
 def build(mirrors: Path) -> dict:
@@ -594,6 +655,8 @@ def build(mirrors: Path) -> dict:
     read_ecqm_content(pack, Mirror(mirrors, "cqframework/ecqm-content-r4-2021"))
     read_synthea(pack, Mirror(mirrors, SYNTHEA_REPO))
     read_rxterms(pack, Mirror(mirrors, RXTERMS_REPO, RXTERMS_COMMIT))
+    read_ips(pack, Mirror(mirrors, IPS_REPO, IPS_COMMIT))
+    read_gm_sde(pack, Mirror(mirrors, GM_SDE_REPO))
     read_ema(pack, Mirror(mirrors, EMA_REPO))
     read_carried(pack)
     read_ndc_map(pack, Mirror(mirrors, NDC_MAP_REPO))
@@ -692,6 +755,19 @@ NOT_COVERED = {
              "not RxTerms' 153 packs, not ssmithm's antihypertensive list (no packs at all), not PEDSnet's OMOP "
              "sets (which do list packs of other antihypertensives, e.g. prazosin 1100691, clonidine 1310588), "
              "not the VSAC sets.",
+    "volume-depletion": "The lists read here (the SNOMED CT IPS free set, VSAC sets in three eCQM/dQM content "
+                        "repositories, PEDSnet, gm-sde, OHDSI's phenotype library) have no SNOMED CT code for "
+                        "dehydration or hypovolaemia beyond the clinical reference's 34095006 and 816082000, bar "
+                        "neonatal and shock codes kept out; ICD-10-CM E86.0, E86.1 and E86.9 are all of E86.",
+    "low-potassium": "The lists read here have no SNOMED CT hypokalaemia code beyond the reference's 43339004, bar "
+                     "neonatal and periodic-paralysis codes kept out; ICD-10-CM E87.6 has no subcodes.",
+    "low-magnesium": "The lists read here have no SNOMED CT hypomagnesaemia code beyond the reference's 190855004, "
+                     "bar neonatal codes kept out; ICD-10-CM E83.42 has no subcodes.",
+    "low-calcium": "The lists read here have no SNOMED CT hypocalcaemia code beyond the reference's 5291005, bar "
+                   "neonatal and puerperal codes; ICD-10-CM E83.51 has no subcodes.",
+    "leg-cramps-documented": "The lists read here name only the reference's cramp concepts (55300003, 424647005, "
+                             "449918009, 102549009); gm-sde's 'Cramping/pain of extremities' is pain as much as "
+                             "cramp and is kept out.",
     "ndc": "NDCs come from the FDA NDC Directory of 2020-06-17 as mapped to RxNorm by fabkury/ndc_map (every "
            "class) and from PEDSnet's loop-diuretic set (package and product codes). A listed package or "
            "product code places every package of that product (the NDC's first nine digits).",
