@@ -1,24 +1,33 @@
 """Start-up: process start to the first answered hook call, and import + create_app in a fresh interpreter.
 
-1. ``cramp-cds serve`` (or ``python -m cds_hooks.cli serve`` when the console script is missing) on a free
-   loopback port with CRAMP_PROFILE=local and an empty temporary CRAMP_DATA_DIR (so the first start creates the
-   secret key and the database, as a fresh install does); a patient-view of a sample patient is POSTed every
-   20 ms until it answers 200. Repeated 5 times; the median is reported.
+1. ``cramp-cds serve`` (or ``python -m cds_hooks.cli serve`` when the console script is missing), and the
+   production command (``gunicorn -c python:cds_hooks.service.gunicorn_conf 'cds_hooks.app:create_app()'``, its
+   2 workers), on a free loopback port with CRAMP_PROFILE=local and an empty temporary CRAMP_DATA_DIR (so the
+   first start creates the secret key and the database, as a fresh install does); a patient-view of a sample
+   patient (it answers with a card, so the store is read and written) is POSTed every 20 ms until it answers
+   200. Repeated 5 times each; the medians are reported.
 2. In a fresh interpreter: ``import cds_hooks.app`` then ``create_app(settings)``, timed inside the process,
    next to the interpreter's own start (``python -c pass``, the FLOOR). Repeated 5 times; medians.
 3. Where the import time goes: the same import + create_app under ``python -X importtime``, the modules' own
    import time summed by top-level package (the flag's bookkeeping inflates the total; the shares are the figure).
-Target: start to the first answered hook call within 400 ms (on a quiet machine: the figure follows the load).
+Targets: start to the first answered hook call under 1 s (issue 11), 400 ms the project's own (on a quiet
+machine: the figures follow the load).
+
+The project's bytecode is compiled first (``compileall``), as ``pip install`` does for an installed package and
+Python does at a checkout's first start: where PYTHONDONTWRITEBYTECODE is set (this project's shared machine)
+an editable checkout would otherwise compile every module of ``cds_hooks`` and ``plugin`` at every start.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -38,13 +47,15 @@ from benchmarks.common import (
     sample_patients,
     stop_process,
     temp_dir,
+    venv_bin,
 )
 
 REPEATS = 5
 POLL_S = 0.02
 TIMEOUT_S = 60.0
 SAMPLE = "sample-ckd"
-FIRST_ANSWER_MS = 400
+FIRST_ANSWER_MS = 1000  # issue 11
+STRETCH_MS = 400        # the project's own target
 TOP_PACKAGES = 10
 
 _IMPORT_SNIPPET = """
@@ -66,9 +77,15 @@ def serve_command(port: int) -> list[str]:
     return [python(), "-m", "cds_hooks.cli", "serve", "--port", str(port)]
 
 
+def gunicorn_command(port: int) -> list[str]:
+    """The production command of the README, bound to the given loopback port."""
+    return [venv_bin("gunicorn"), "-c", "python:cds_hooks.service.gunicorn_conf", "-b", f"127.0.0.1:{port}",
+            "cds_hooks.app:create_app()"]
+
+
 def _shown(command: list[str]) -> str:
-    """`cramp-cds serve` or `python -m cds_hooks.cli serve`, without paths and the port."""
-    return " ".join([Path(command[0]).name, *command[1:]]).replace("--port 0", "").strip()
+    """`cramp-cds serve`, `python -m cds_hooks.cli serve` or `gunicorn …`, without paths and the port."""
+    return " ".join([Path(command[0]).name, *command[1:]]).replace("--port 0", "").replace("-b 127.0.0.1:0 ", "").strip()
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -78,14 +95,14 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def time_to_first_answer(body: bytes, data_dir: Path) -> tuple[float, int]:
-    """Seconds from Popen to the first 200 of a patient-view POST; and how many polls it took."""
+def time_to_first_answer(command: Callable[[int], list[str]], body: bytes, data_dir: Path) -> tuple[float, int]:
+    """Seconds from Popen of ``command(port)`` to the first 200 of a patient-view POST; and how many polls."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/cds-services/leg-cramp-patient-view"
     session = requests.Session()
     session.trust_env = False
     t0 = time.perf_counter()
-    proc = subprocess.Popen(serve_command(port), cwd=ROOT, env=_env(data_dir),
+    proc = subprocess.Popen(command(port), cwd=ROOT, env=_env(data_dir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     polls = 0
     try:
@@ -136,16 +153,18 @@ def interpreter_start() -> float:
 def run(repeats: int = REPEATS) -> Report:
     started = time.perf_counter()
     report = Report("Start-up", "python -m benchmarks.startup")
+    compileall.compile_dir(ROOT / "cds_hooks", quiet=1)
+    compileall.compile_dir(ROOT / "plugin", quiet=1)
     with temp_dir("cramp-bench-startup-") as tmp:
         from cds_hooks.app import create_app
 
         templates = discovery_templates(create_app(local_settings(tmp / "probe")))["leg-cramp-patient-view"]
         resources = dict(sample_patients())[SAMPLE]
         body = orjson.dumps(hook_request("patient-view", SAMPLE, prefetch_for(resources, templates)))
-        firsts = []
+        firsts: dict[Callable[[int], list[str]], list[float]] = {serve_command: [], gunicorn_command: []}
         for n in range(repeats):
-            seconds, _ = time_to_first_answer(body, tmp / f"serve-{n}")
-            firsts.append(seconds)
+            for command, times in firsts.items():
+                times.append(time_to_first_answer(command, body, tmp / f"{command.__name__}-{n}")[0])
         imports = [import_and_create(tmp / f"import-{n}") for n in range(repeats)]
         floors = [interpreter_start() for _ in range(repeats)]
         packages = import_breakdown(tmp / "importtime")
@@ -158,9 +177,10 @@ def run(repeats: int = REPEATS) -> Report:
                            f"{max(values) * 1000:.0f} ms", str(len(values))])
         return med
 
-    first = row(f"{_shown(serve_command(0))}: start to first answered patient-view", firsts)
-    imp = row("import cds_hooks.app (fresh interpreter)", [i["import_s"] for i in imports])
-    create = row("create_app(settings) (fresh data dir)", [i["create_app_s"] for i in imports])
+    first = row(f"{_shown(serve_command(0))}: start to first answered patient-view", firsts[serve_command])
+    first_gunicorn = row(f"{_shown(gunicorn_command(0))}: the same", firsts[gunicorn_command])
+    imp = row("import cds_hooks.app (fresh interpreter; the service loads in create_app)", [i["import_s"] for i in imports])
+    create = row("create_app(settings) (fresh data dir, imports included)", [i["create_app_s"] for i in imports])
     floor = row("FLOOR: python -c pass", floors)
     total = sum(packages.values()) or 1.0
     shares = Table(["package", "own import time", "share"], [],
@@ -170,11 +190,15 @@ def run(repeats: int = REPEATS) -> Report:
         shares.rows.append([name, f"{seconds * 1000:.0f} ms", f"{seconds / total:.0%}"])
     rest = total - sum(seconds for _, seconds in packages.most_common(TOP_PACKAGES))
     shares.rows.append([f"{max(0, len(packages) - TOP_PACKAGES)} others", f"{rest * 1000:.0f} ms", f"{rest / total:.0%}"])
-    report.target("start to first answered hook call (median)", f"{first * 1000:.0f} ms", f"≤ {FIRST_ANSWER_MS} ms",
-                  first * 1000 <= FIRST_ANSWER_MS)
+    for name, seconds in (("cramp-cds serve", first), ("gunicorn", first_gunicorn)):
+        report.target(f"{name}: start to first answered hook call (median)", f"{seconds * 1000:.0f} ms",
+                      f"< {FIRST_ANSWER_MS} ms", seconds * 1000 < FIRST_ANSWER_MS)
+    report.target("cramp-cds serve: the project's stretch target", f"{first * 1000:.0f} ms", f"≤ {STRETCH_MS} ms",
+                  first * 1000 <= STRETCH_MS)
     report.target("import + create_app in-process (median)", f"{(imp + create) * 1000:.0f} ms", "(reported)", None)
-    report.notes.append(f"server: {_shown(serve_command(0))} --port N (Werkzeug threaded server, CRAMP_PROFILE=local)"
-                        f"; the interpreter alone starts in {floor * 1000:.0f} ms")
+    report.notes.append(f"servers: {_shown(serve_command(0))} --port N (Werkzeug threaded server) and gunicorn (2 "
+                        f"workers), CRAMP_PROFILE=local, project bytecode compiled; the interpreter alone starts in "
+                        f"{floor * 1000:.0f} ms")
     report.elapsed_s = time.perf_counter() - started
     return report
 

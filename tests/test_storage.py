@@ -50,6 +50,35 @@ def test_migrations_build_exactly_the_schema_the_code_uses_and_are_idempotent(da
     assert diffs == []
 
 
+def _reflected(engine: sa.Engine) -> dict:
+    """Every table as the database describes it: columns, primary key, indexes; and the revision stamped."""
+    inspector = sa.inspect(engine)
+    tables = {
+        name: ([(c["name"], str(c["type"]), c["nullable"], c.get("default")) for c in inspector.get_columns(name)],
+               inspector.get_pk_constraint(name)["constrained_columns"],
+               sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in inspector.get_indexes(name)))
+        for name in inspector.get_table_names()
+    }
+    with engine.connect() as conn:
+        return {"tables": tables, "revision": conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()}
+
+
+def test_a_new_database_is_created_at_head_as_the_migrations_would_build_it(database):
+    """A new database gets schema.py's tables and the head stamp without Alembic (start-up); the result is the
+    same, table by table, as running every migration on an empty database."""
+    created = _reflected(database.engine)
+    with database.engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    from alembic import command
+
+    with database.engine.connect() as conn:
+        command.upgrade(database._alembic_config(conn), "head")
+        conn.commit()
+    assert created == _reflected(database.engine)
+    assert created["revision"] == [(HEAD_REVISION,)]
+
+
 def test_a_database_from_version_0_1_0_is_upgraded_in_place_keeping_its_rows(tmp_path):
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:  # the 0.1.0 schema, created without Alembic

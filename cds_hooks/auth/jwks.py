@@ -1,5 +1,8 @@
 """Where the keys that verify client JWTs come from: a pinned JWKS file, or a ``jku`` URL fetched,
-cached and refetched at a bounded rate (X3, X6)."""
+cached and refetched at a bounded rate (X3, X6).
+
+requests is imported when a :class:`KeySource` is made (authentication on), not with this module: reading the
+settings imports it either way, and requests is ~40 ms of the service's start-up."""
 
 from __future__ import annotations
 
@@ -10,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import requests
-
 from cds_hooks.auth.errors import AuthenticationError
 
 if TYPE_CHECKING:
+    import requests
+
     from cds_hooks.auth.config import AuthConfig, TrustedIssuer
 
 #: At most one network fetch of a given JWKS URL per this many seconds, whatever triggers it
@@ -76,6 +79,8 @@ class KeySource:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        import requests
+
         self.config = config
         self._session = session or requests.Session()
         self._clock = clock
@@ -129,6 +134,8 @@ class KeySource:
             return found
 
     def _fetch_jwks(self, url: str, iss: str) -> dict[str, dict[str, Any]]:
+        import requests
+
         try:
             resp = self._session.get(
                 url,
