@@ -22,8 +22,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app. ``settings=None`` reads the environment (for ``gunicorn 'cds_hooks.app:create_app()'``).
 
     Start-up (the service's imports included, hence imported here) runs with the cyclic garbage collector
-    paused: it creates ~190,000 objects that live as long as the process (modules, FHIR models, knowledge), and
-    collecting between them was a quarter of the start-up (docs/performance.md, "Start-up under 1 s").
+    paused: it creates over 100,000 objects that live as long as the process (modules, FHIR models, knowledge),
+    and collecting between them was a fifth of the start-up (docs/performance.md, "Start-up under 1 s").
     """
     with collector_paused():
         from cds_hooks.service.app import create_app as create_service_app

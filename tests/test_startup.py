@@ -1,7 +1,7 @@
 """Start-up stays under 1 s (issue 11, point 5; figures in docs/performance.md, "Start-up under 1 s").
 
 What made it so is checked here without timing anything: in a fresh interpreter, the deployable app starts with
-the cyclic garbage collector paused (no collection runs while it builds ~190,000 long-lived objects, and the
+the cyclic garbage collector paused (no collection runs while it builds over 100,000 long-lived objects, and the
 collector is on again afterwards); a new database is created without loading Alembic; and requests is not
 loaded by a start and a hook call that fetches nothing. The call answers with a card, so the store is really
 read (suppression) and written (the issued card).
