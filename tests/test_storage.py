@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -70,8 +71,6 @@ def test_a_new_database_is_created_at_head_as_the_migrations_would_build_it(data
     with database.engine.begin() as conn:
         metadata.drop_all(conn)
         conn.execute(sa.text("DROP TABLE alembic_version"))
-    from alembic import command
-
     with database.engine.connect() as conn:
         command.upgrade(database._alembic_config(conn), "head")
         conn.commit()

@@ -206,6 +206,7 @@ class FhirClient:
     def _read_body(self, response: requests.Response) -> bytes:
         """The body, streamed: each socket read waits at most the time left and the size is capped as it grows."""
         import urllib3
+
         limit = self.options.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
