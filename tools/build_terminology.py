@@ -751,10 +751,12 @@ NOT_COVERED = {
                     "as teriparatide, so it is in the class), NDCs (Forteo) from the FDA NDC Directory. The NDC "
                     "Directory of 2020-06-17 has no NDC combining teriparatide with another ingredient, and no list "
                     "read here has a pack of it.",
-    "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic: "
-             "not RxTerms' 153 packs, not ssmithm's antihypertensive list (no packs at all), not PEDSnet's OMOP "
-             "sets (which do list packs of other antihypertensives, e.g. prazosin 1100691, clonidine 1310588), "
-             "not the VSAC sets.",
+    "packs": "No list read here has a pack (GPCK/BPCK) containing a loop, thiazide or potassium-sparing diuretic, "
+             "a LABA, quinine, iron sucrose, raloxifene or teriparatide: not RxTerms' 153 packs, not ssmithm's "
+             "antihypertensive list (no packs at all), not PEDSnet's OMOP sets (which do list packs of other "
+             "antihypertensives, e.g. prazosin 1100691, clonidine 1310588), not the VSAC sets. The FDA's NDC "
+             "package names of 2018-04-24 (jayped005/build_i2b2_rxnorm_ndc_metadata, ndc_names_from_fda.zip) "
+             "have no KIT naming any of these ingredients, so such packs are unlikely to exist at all.",
     "volume-depletion": "The lists read here (the SNOMED CT IPS free set, VSAC sets in three eCQM/dQM content "
                         "repositories, PEDSnet, gm-sde, OHDSI's phenotype library) have no SNOMED CT code for "
                         "dehydration or hypovolaemia beyond the clinical reference's 34095006 and 816082000, bar "
