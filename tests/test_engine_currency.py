@@ -102,3 +102,46 @@ def test_an_electrolyte_diagnosis_is_superseded_by_a_newer_normal_result():
     assert set(newer_low.references) == {"Observation/k", "Condition/h"}
     # another electrolyte's normal result does not supersede it
     assert "low-potassium" in found(hypok, lab("mg", "19123-9", 2.0, "mg/dL", when=at(30)))
+
+
+def statement(sid: str, when: str, code: str = "7258") -> dict:
+    return {"resourceType": "MedicationStatement", "id": sid, "status": "active", "subject": {"reference":
+            "Patient/p1"}, "medicationCodeableConcept": rx(code, "naproxen 500 MG"), "effectiveDateTime": when}
+
+
+def test_a_statement_with_no_activity_for_a_year_is_possibly_stale_too():
+    # Stale orders cover MedicationStatement as well as MedicationRequest (stale_order_days).
+    f = found(statement("s", "2001-02-14"))["naproxen"]
+    assert f.possibly_stale
+    assert not found(statement("s", at(300)))["naproxen"].possibly_stale
+
+
+def test_possibly_stale_reason_says_since_when_and_after_what():
+    # With no activity newer than its start the reason reads "… statement since)", with a newer one (here the end
+    # of the validity period) "… statement after <that day>)".
+    old = med_request("n", rx("7258", "naproxen 500 MG"), authored="2001-02-14")
+    assert found(old)["naproxen"].reason == ("naproxen 500 MG, active since 2001-02-14, possibly stale "
+                                             "(no renewal, dispense or statement since)")
+    renewed_once = med_request("n", rx("7258", "naproxen 500 MG"), authored="2001-02-14",
+                               dispenseRequest={"validityPeriod": {"start": "2001-02-14", "end": "2002-02-14"}})
+    assert found(renewed_once)["naproxen"].reason == ("naproxen 500 MG, active since 2001-02-14, possibly stale "
+                                                      "(no renewal, dispense or statement after 2002-02-14)")
+
+
+def test_a_current_order_is_listed_before_a_stale_one_of_the_same_class():
+    # An undated order is not called stale (nothing says how old it is), so it keeps the class current on the
+    # card, but an old order of the same class with no activity stays possibly stale and is listed after it.
+    undated = med_request("u", rx("7258", "naproxen 250 MG"))
+    del undated["authoredOn"]
+    stale = med_request("n", rx("7258", "naproxen 500 MG"), authored="2001-02-14")
+    f = found(stale, undated)["naproxen"]
+    assert f.references == ("MedicationRequest/u", "MedicationRequest/n")
+    assert not f.possibly_stale
+    assert f.reason.startswith("naproxen 250 MG, active; naproxen 500 MG, active since 2001-02-14, possibly stale")
+
+
+def test_records_of_one_class_are_listed_oldest_first_not_by_id():
+    # Within a finding, records are in date order whatever their ids (here "a" is the newer order).
+    newer = med_request("a", rx("7258", "naproxen 250 MG"), authored=at(10))
+    older = med_request("b", rx("7258", "naproxen 500 MG"), authored=at(100))
+    assert found(newer, older)["naproxen"].references == ("MedicationRequest/b", "MedicationRequest/a")

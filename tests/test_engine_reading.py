@@ -278,3 +278,49 @@ def test_lab_dated_by_issued_when_it_has_no_effective_time():
     obs.pop("effectiveDateTime")
     obs["issued"] = "2026-09-30T10:00:00Z"
     assert found(obs)["low-potassium"].date == "2026-09-30"
+
+
+def test_free_text_unit_without_a_ucum_system_is_read():
+    # A valueQuantity with only `unit` (no UCUM system or code) is read in that unit: 0.8 mmol/L of magnesium is
+    # 1.94 mg/dL (normal), whereas read in the LOINC's own mg/dL it would be low.
+    def mg(value: float) -> dict:
+        obs = lab("mg", "19123-9", value, "mmol/L", when="2026-10-01T08:00:00Z")
+        obs["valueQuantity"] = {"value": value, "unit": "mmol/L"}
+        return obs
+
+    assert "low-magnesium" not in {f.contributor for f in review([patient(), mg(0.8)], now=NOW).findings}
+    low = {f.contributor: f for f in review([patient(), mg(0.6)], now=NOW).findings}["low-magnesium"]
+    assert "0.6 mmol/L" in low.reason
+
+
+def test_a_medication_known_only_by_its_full_url_is_resolved_from_a_type_id_reference():
+    # Resolver: a Bundle entry without `id` is still found by the `Type/id` its RESTful fullUrl ends with.
+    med = {"resourceType": "Medication", "code": rx("4603", "furosemide 40 MG Oral Tablet")}
+    order = med_request("m1", medicationReference={"reference": "Medication/abc"})
+    doc = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"fullUrl": "https://ehr.example/fhir/Medication/abc", "resource": med}, {"resource": order}]}
+    rv = review([patient(), doc], now=NOW)
+    assert "loop-diuretic" in {f.contributor for f in rv.findings}
+    assert not any("could not be resolved" in w for w in rv.warnings)
+
+
+def test_an_effective_period_start_is_activity_for_a_statement():
+    # Currency (stale_order_days): a statement asserted long ago but effective from last month is current.
+    stmt = {"resourceType": "MedicationStatement", "id": "s", "status": "active", "subject": {"reference": PATIENT},
+            "medicationCodeableConcept": rx("7258", "naproxen"), "dateAsserted": "2001-02-14",
+            "effectivePeriod": {"start": "2026-10-01"}}
+    f = {f.contributor: f for f in review([patient(), stmt], now=NOW).findings}["naproxen"]
+    assert not f.possibly_stale and f.reason == "naproxen, active since 2026-10-01"
+
+
+def test_the_batch_path_keeps_a_preliminary_results_status():
+    # facts_of (the batch's per-resource reader) carries Observation.status, so a preliminary result says so.
+    from plugin import facts_of
+    from plugin.record import PatientRecord
+    from plugin.rules import ReviewOptions, evaluate
+
+    record = PatientRecord(patient=PATIENT, now=NOW)
+    for fact in facts_of(lab("k", "2823-3", 3.0, "mmol/L", status="preliminary"), default_knowledge(), Resolver(), []):
+        record.add(fact)
+    rv = evaluate(record, now=NOW, knowledge=default_knowledge(), options=ReviewOptions())
+    assert "preliminary" in {f.contributor: f for f in rv.findings}["low-potassium"].reason
