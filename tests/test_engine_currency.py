@@ -145,3 +145,21 @@ def test_records_of_one_class_are_listed_oldest_first_not_by_id():
     newer = med_request("a", rx("7258", "naproxen 250 MG"), authored=at(10))
     older = med_request("b", rx("7258", "naproxen 500 MG"), authored=at(100))
     assert found(newer, older)["naproxen"].references == ("MedicationRequest/b", "MedicationRequest/a")
+
+
+def test_a_dispense_exactly_stale_order_days_old_still_keeps_its_class_current():
+    # Boundary of stale_order_days: activity on the horizon day itself counts as activity.
+    old = med_request("n", rx("7258", "naproxen 500 MG"), authored="2001-02-14")
+    assert not found(old, dispense("d", at(365)))["naproxen"].possibly_stale
+    assert found(old, dispense("d", at(366)))["naproxen"].possibly_stale
+
+
+def test_pregnancy_beyond_the_window_warning_names_the_record_and_its_date():
+    rv = review([patient(), condition("p", sct("77386006", "Pregnancy"), onset="1994-06-01")], now=NOW)
+    assert "Condition/p: pregnancy dated 1994-06-01 is beyond the 300-day gestation window; not counted" in rv.warnings
+
+
+def test_a_diagnosis_is_not_superseded_by_a_normal_result_of_the_same_moment():
+    # Only a strictly newer normal result supersedes an electrolyte diagnosis.
+    hypok = condition("h", icd("E87.6", "Hypokalemia"), onset=at(30))
+    assert "low-potassium" in found(hypok, lab("k", "2823-3", 4.2, "mmol/L", when=at(30)))

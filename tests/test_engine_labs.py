@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plugin import ReviewOptions, review
-from tests.builders import NOW, lab, patient
+from tests.builders import NOW, condition, icd, lab, patient
 
 
 def low(*resources, **kw):
@@ -155,3 +155,43 @@ def test_status_policy():
     final_normal = lab("k3", "2823-3", 4.0, "mmol/L", status="final")
     preliminary_low = lab("k4", "2823-3", 3.0, "mmol/L", status="preliminary")  # same time: the final wins
     assert low(preliminary_low, final_normal) == {} and low(final_normal, preliminary_low) == {}
+
+
+def _with_comparator(value: float, comparator: str) -> dict:
+    obs = lab("k", "2823-3", value, "mmol/L", low=3.5, high=5.1, when="2026-10-01T08:00:00Z")
+    obs["valueQuantity"]["comparator"] = comparator
+    return obs
+
+
+@pytest.mark.parametrize(("value", "superseded"), [(3.5, True), (3.0, False)])
+def test_a_greater_than_result_is_normal_only_when_its_bound_is_at_least_the_limit(value, superseded):
+    # ">3.5" with a lower limit of 3.5 is normal (it supersedes an older hypokalaemia diagnosis); ">3.0" cannot say.
+    hypok = condition("h", icd("E87.6", "Hypokalemia"), onset="2026-01-01")
+    assert ("low-potassium" in low(hypok, _with_comparator(value, ">"))) is not superseded
+
+
+def test_an_undated_diagnosis_counts_and_its_finding_has_no_date():
+    # Nothing says it is old, so an undated active electrolyte diagnosis counts (E87.6, low potassium).
+    hypok = condition("h", icd("E87.6", "Hypokalemia"))
+    del hypok["onsetDateTime"]
+    f = low(hypok)["low-potassium"]
+    assert f.date is None and f.reason == "Hypokalemia (ICD-10-CM E87.6)"
+
+
+def test_diagnoses_of_one_electrolyte_are_listed_oldest_first_and_a_resolved_one_is_skipped():
+    # A finding lists its diagnoses by date, whatever their ids; a resolved diagnosis is not one of them.
+    resolved = condition("r", icd("E87.6", "Hypokalemia"), clinical="resolved", onset="2026-02-01")
+    newer = condition("a", icd("E87.6", "Hypokalemia"), onset="2026-06-01")
+    older = condition("b", icd("E87.6", "Hypokalemia"), onset="2026-03-01")
+    assert low(resolved, newer, older)["low-potassium"].references == ("Condition/b", "Condition/a")
+
+
+def test_low_result_reasons_say_the_limit_they_met():
+    # The reason ends with the limit the result fell below: the default lower limit, or the laboratory's own flag.
+    default = low(lab("k", "2823-3", 3.0, "mmol/L"))["low-potassium"].reason
+    flagged = low(lab("k", "2823-3", 3.6, "mmol/L", low=3.5, high=5.1,
+                      interpretation=[{"coding": [{"code": "L"}]}]))["low-potassium"].reason
+    assert default.endswith(" 3 mmol/L on 2026-10-01 (below the default lower limit 3.5 mmol/L)"), default
+    assert flagged.endswith(" 3.6 mmol/L on 2026-10-01 (flagged low by the laboratory)"), flagged
+    prelim = low(lab("k", "2823-3", 3.0, "mmol/L", status="preliminary"))["low-potassium"].reason
+    assert prelim.endswith(" 3 mmol/L on 2026-10-01, preliminary (below the default lower limit 3.5 mmol/L)"), prelim
