@@ -163,3 +163,10 @@ def test_a_diagnosis_is_not_superseded_by_a_normal_result_of_the_same_moment():
     # Only a strictly newer normal result supersedes an electrolyte diagnosis.
     hypok = condition("h", icd("E87.6", "Hypokalemia"), onset=at(30))
     assert "low-potassium" in found(hypok, lab("k", "2823-3", 4.2, "mmol/L", when=at(30)))
+
+
+def test_a_statement_effective_last_month_is_current_however_old_its_assertion():
+    # Currency (stale_order_days): effectiveDateTime is activity, newer here than the old dateAsserted.
+    s = statement("s", at(30))
+    s["dateAsserted"] = "2001-02-14"
+    assert not found(s)["naproxen"].possibly_stale

@@ -324,3 +324,12 @@ def test_the_batch_path_keeps_a_preliminary_results_status():
         record.add(fact)
     rv = evaluate(record, now=NOW, knowledge=default_knowledge(), options=ReviewOptions())
     assert "preliminary" in {f.contributor: f for f in rv.findings}["low-potassium"].reason
+
+
+def test_a_result_dated_only_by_effective_instant_is_read_with_that_date():
+    # Observation.effective[x] may be an instant: the result is dated by it (and so falls within the lookback).
+    obs = lab("k", "2823-3", 3.0, "mmol/L")
+    del obs["effectiveDateTime"]
+    obs["effectiveInstant"] = "2026-10-02T08:00:00.000Z"
+    f = {f.contributor: f for f in review([patient(), obs], now=NOW).findings}["low-potassium"]
+    assert f.date == "2026-10-02"
