@@ -209,16 +209,17 @@ class Mirror:
             sys.exit(f"missing snapshot of {repo}: expected a git directory at {self.git} (use the fetch tool)")
         self.commit = self._run("rev-parse", commit).strip()
 
+    def _git(self, *args: str) -> bytes:
+        return subprocess.run(["git", f"--git-dir={self.git}", *args], check=True, capture_output=True).stdout
+
     def _run(self, *args: str) -> str:
-        return subprocess.run(["git", f"--git-dir={self.git}", *args], check=True, capture_output=True,
-                              text=True, encoding="utf-8").stdout
+        return self._git(*args).decode("utf-8")
 
     def read(self, path: str) -> str:
         return self._run("show", f"{self.commit}:{path}").lstrip("\ufeff")
 
     def read_bytes(self, path: str) -> bytes:
-        return subprocess.run(["git", f"--git-dir={self.git}", "show", f"{self.commit}:{path}"], check=True,
-                              capture_output=True).stdout
+        return self._git("show", f"{self.commit}:{path}")
 
     def files(self, folder: str) -> list[str]:
         return sorted(self._run("ls-tree", "--name-only", f"{self.commit}:{folder}").split())
@@ -359,7 +360,9 @@ def _field(body: str, name: str) -> str | None:
 
 
 def _add_drug(pack: Pack, code: str, name: str, hints: tuple[str, ...], source, tty: str | None = None,
-              tty_from: str | None = None, system: str = "rxnorm") -> None:
+              tty_from: str | None = None, system: str = "rxnorm", name_is_rxnorm: bool = True) -> None:
+    """One drug code. Without a term type from the list, an RxNorm name's shape gives it (`name_is_rxnorm`);
+    a name made of ingredients only (ndc_map) gives none."""
     if not code.isdigit():
         return
     contributors = medication_contributors(name, hints)
@@ -369,7 +372,7 @@ def _add_drug(pack: Pack, code: str, name: str, hints: tuple[str, ...], source, 
             frozenset(contributors))
     if not contributors:
         return
-    if tty is None and system == "rxnorm":
+    if tty is None and system == "rxnorm" and name_is_rxnorm:
         tty, tty_from = tty_from_name(name), "name pattern"
     pack.add(system, code, contributors, name, source(), tty, tty_from)
 
@@ -452,7 +455,7 @@ def read_ndc_map(pack: Pack, mirror: Mirror) -> None:
         name = names.get("MIN") or names.get("IN", "")   # a combination's MIN names every ingredient
         if re.fullmatch(r"\d{11}", ndc) and medication_contributors(name):
             _add_drug(pack, ndc, name, (), src, system="ndc")
-            _add_drug(pack, rxcui, name, (), src, tty="", tty_from="")   # the product's term type is not given
+            _add_drug(pack, rxcui, name, (), src, name_is_rxnorm=False)   # its term type is not given
 
 
 def read_ema(pack: Pack, mirror: Mirror) -> None:
